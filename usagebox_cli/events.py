@@ -1,0 +1,339 @@
+"""The usage event: validation, normalization and the canonical payload.
+
+An input line becomes an immutable ``Event`` record whose fields are already
+in canonical form (UTC microseconds, quantity in exact millionths, the kind's
+canonical code, dimensions as sorted compact JSON).  Two lines carry "the
+same payload" exactly when their ``Event.payload()`` tuples are equal, so key
+order, ``1`` vs ``1.0`` vs ``"1"`` and ``Z`` vs ``+00:00`` never make a
+conflict, while any changed value does.
+
+Structural rules (types, lengths, required fields) are declared on a pydantic
+model; the exact checks that pydantic cannot express without rounding
+(quantity digits, instants, dimension values) are plain functions here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Annotated, Any, NamedTuple, Optional, Union
+
+from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError
+from typing_extensions import NotRequired, TypedDict
+
+from usagebox_cli.quantity import QuantityError, to_scaled
+
+USAGE, CORRECTION, RETRACTION = 0, 1, 2
+KIND_NAMES = ("Usage", "Correction", "Retraction")
+KIND_CODES = {name.lower(): code for code, name in enumerate(KIND_NAMES)}
+
+FIELDS = (
+    "event_id", "account_id", "meter_id", "model_id", "product_id", "unit",
+    "quantity", "timestamp", "kind", "correction_ref", "dimensions",
+)
+FIELD_SET = frozenset(FIELDS)
+MAX_DIMENSIONS = 16
+MAX_DIMENSION_VALUE = 256
+DIMENSION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_US = timedelta(microseconds=1)
+MAX_TS_US = (datetime(9999, 12, 31, 23, 59, 59, 999999) - datetime(1970, 1, 1)) // ONE_US + 1
+US_PER_HOUR = 3_600_000_000
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+_FRACTION = re.compile(r"\d*")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+class EventInvalid(ValueError):
+    """A line that is not a valid event; the message names the field and the fix."""
+
+
+class EventFields(TypedDict):
+    """The declared shape of an event line, before normalization.
+
+    A TypedDict rather than a BaseModel: pydantic validates it in Rust and
+    hands back the dict, without building a model instance per line.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    event_id: Name
+    account_id: Name
+    meter_id: NotRequired[Optional[Name]]
+    model_id: NotRequired[Optional[Name]]
+    product_id: NotRequired[Optional[Name]]
+    unit: NotRequired[Optional[Name]]
+    quantity: NotRequired[Optional[Union[int, Decimal, str]]]
+    timestamp: NotRequired[Optional[str]]
+    kind: NotRequired[Optional[str]]
+    correction_ref: NotRequired[Optional[Name]]
+    dimensions: NotRequired[Optional[dict[str, Any]]]
+
+
+_validate_fields = TypeAdapter(EventFields).validate_python
+
+
+class Event(NamedTuple):
+    """A normalized event.  Immutable; a Retraction is completed with ``_replace``."""
+
+    event_id: str
+    account_id: str
+    meter_id: Optional[str]
+    model_id: Optional[str]
+    product_id: Optional[str]
+    unit: Optional[str]
+    quantity: Optional[int]  # exact millionths
+    ts_us: Optional[int]  # UTC microseconds since the epoch
+    kind: int
+    correction_ref: Optional[str]
+    dimensions: Optional[str]  # canonical JSON object text, or None
+
+    def payload(self) -> tuple:
+        """Everything but the event_id: equal payloads mean a duplicate."""
+        return self[1:]
+
+
+class ParsedLine(NamedTuple):
+    """One structurally valid line.
+
+    ``extra`` names unknown fields held back for the policy check;
+    ``fingerprint`` identifies the exact line text (see ``ops.ingest``).
+    """
+
+    event: Event
+    extra: tuple[str, ...]
+    fingerprint: Optional[int] = None
+
+
+def parse_instant(text: Any, assume_utc: bool) -> int:
+    """RFC 3339 text to UTC microseconds, exactly; raises ``EventInvalid``."""
+    if not isinstance(text, str):
+        raise EventInvalid(f"'timestamp' must be an RFC 3339 string, got {_json_type(text)}")
+    if len(text) < 16 or text[4] != "-" or text[7] != "-" or text[10] not in "Tt ":
+        raise EventInvalid(f"'timestamp' {text!r} is not an RFC 3339 date-time (e.g. 2026-06-16T10:14:05Z)")
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise EventInvalid(f"'timestamp' {text!r} is not an RFC 3339 date-time (e.g. 2026-06-16T10:14:05Z)") from None
+    # fromisoformat would silently truncate a 7th fractional digit; only a
+    # string longer than 26 characters can carry one.
+    if len(text) > 26 and text[19] in ".," and _FRACTION.match(text, 20).end() - 20 > 6:
+        raise EventInvalid(f"'timestamp' {text!r} has more than 6 fractional-second digits")
+    if instant.tzinfo is None:
+        if not assume_utc:
+            raise EventInvalid(
+                f"'timestamp' {text!r} has no UTC offset; add Z or +HH:MM, or pass --assume-utc"
+            )
+        instant = instant.replace(tzinfo=timezone.utc)
+    ts_us = (instant - EPOCH) // ONE_US
+    if not 0 <= ts_us < MAX_TS_US:
+        raise EventInvalid(f"'timestamp' {text!r} is outside the years 1970-9999")
+    return ts_us
+
+
+def parse_quantity(value: Any) -> int:
+    """A JSON number or decimal string to exact millionths; raises ``EventInvalid``."""
+    if type(value) is str:
+        if not _DECIMAL_TEXT.fullmatch(value):
+            raise EventInvalid(f"'quantity' {value!r} is not a decimal number")
+        value = Decimal(value)
+    elif type(value) is not int and type(value) is not Decimal:
+        raise EventInvalid(f"'quantity' must be a number or a decimal string, got {_json_type(value)}")
+    try:
+        return to_scaled(value)
+    except QuantityError as exc:
+        raise EventInvalid(str(exc)) from None
+
+
+_known_dimension_keys: set[str] = set()
+# Dimension sets repeat across events; their canonical text is cached, keyed
+# by the items as given.  Only all-string sets are cached: a str never
+# compares equal to an int or bool, so a cache hit cannot alias ``1``/``true``.
+_canonical_cache: dict[tuple, Optional[str]] = {}
+_CANONICAL_CACHE_LIMIT = 100_000
+
+
+def canonical_dimensions(dimensions: dict[str, Any]) -> Optional[str]:
+    """Validate dimensions and return them as sorted compact JSON (None when empty)."""
+    if not dimensions:
+        return None
+    key = tuple(dimensions.items())
+    cached = _canonical_cache.get(key)
+    if cached is not None:
+        return cached
+    text = _canonical_dimensions(dimensions)
+    if all(type(value) is str for value in dimensions.values()):
+        if len(_canonical_cache) >= _CANONICAL_CACHE_LIMIT:
+            _canonical_cache.clear()
+        _canonical_cache[key] = text
+    return text
+
+
+def _canonical_dimensions(dimensions: dict[str, Any]) -> str:
+    if len(dimensions) > MAX_DIMENSIONS:
+        raise EventInvalid(f"'dimensions' has {len(dimensions)} keys; at most {MAX_DIMENSIONS} are allowed")
+    clean = {}
+    for key, value in dimensions.items():
+        if key not in _known_dimension_keys:
+            if not DIMENSION_KEY.fullmatch(key):
+                raise EventInvalid(
+                    f"dimension key {key!r} is invalid: use letters, digits, _ . - (start with a letter or _, at most 64 chars)"
+                )
+            if key in FIELD_SET:
+                raise EventInvalid(f"dimension key {key!r} repeats a top-level field name")
+            _known_dimension_keys.add(key)
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_DIMENSION_VALUE:
+                raise EventInvalid(f"dimension {key!r} is longer than {MAX_DIMENSION_VALUE} characters")
+        elif kind is bool:
+            value = "true" if value else "false"
+        elif kind is int:
+            value = str(value)
+        else:
+            raise EventInvalid(
+                f"dimension {key!r} must be a string, integer or boolean, got {_json_type(value)}"
+            )
+        clean[key] = value
+    return json.dumps(dict(sorted(clean.items())), ensure_ascii=False, separators=(",", ":"))
+
+
+def normalize(record: dict[str, Any], extra_mode: str = "reject", assume_utc: bool = False) -> ParsedLine:
+    """Validate one decoded line (a JSON object or a CSV row) into a ``ParsedLine``.
+
+    ``extra_mode`` decides what unknown top-level fields do: ``dimensions``
+    moves them into the dimensions, ``ignore`` drops them, ``reject`` holds
+    their names back so the writer can refuse a *new* event after dedupe.
+    """
+    if type(record) is not dict:
+        raise EventInvalid(f"a line must be a JSON object, got {_json_type(record)}")
+    extra: tuple[str, ...] = ()
+    if not FIELD_SET.issuperset(record):
+        unknown = [key for key in record if key not in FIELD_SET]
+        known = {key: value for key, value in record.items() if key in FIELD_SET}
+        if extra_mode == "dimensions":
+            dimensions = known.get("dimensions") or {}
+            if type(dimensions) is not dict:
+                raise EventInvalid(f"'dimensions' must be a JSON object, got {_json_type(dimensions)}")
+            dimensions = dict(dimensions)
+            for key in unknown:
+                if key in dimensions:
+                    raise EventInvalid(f"field {key!r} is given both at the top level and in 'dimensions'")
+                dimensions[key] = record[key]
+            known["dimensions"] = dimensions
+        elif extra_mode == "reject":
+            extra = tuple(unknown)
+        record = known
+    try:
+        fields = _validate_fields(record)
+    except ValidationError as exc:
+        raise EventInvalid(_describe(exc)) from None
+    get = fields.get
+    kind_text = get("kind")
+    kind = USAGE if kind_text is None else KIND_CODES.get(kind_text.lower())
+    if kind is None:
+        raise EventInvalid(f"'kind' {kind_text!r} must be Usage, Correction or Retraction")
+    quantity = get("quantity")
+    if quantity is not None:
+        quantity = parse_quantity(quantity)
+    ts_us = get("timestamp")
+    if ts_us is not None:
+        ts_us = parse_instant(ts_us, assume_utc)
+    dimensions = get("dimensions")
+    if dimensions is not None:
+        dimensions = canonical_dimensions(dimensions)
+    meter_id = get("meter_id")
+    correction_ref = get("correction_ref")
+    if kind == USAGE:
+        _require(meter_id, quantity, ts_us, "Usage")
+        if quantity < 0:
+            raise EventInvalid("a Usage quantity must not be negative; send a Correction to reduce a total")
+        if correction_ref is not None:
+            raise EventInvalid("'correction_ref' is only for Correction and Retraction events; set 'kind'")
+    elif kind == CORRECTION:
+        _require(meter_id, quantity, ts_us, "Correction")
+        if quantity == 0:
+            raise EventInvalid("a Correction quantity must not be zero")
+        if correction_ref is None:
+            raise EventInvalid("a Correction needs 'correction_ref' (the event_id or reference it corrects)")
+    elif correction_ref is None:
+        raise EventInvalid("a Retraction needs 'correction_ref' (the event_id of the Usage event it retracts)")
+    event = Event(
+        fields["event_id"], fields["account_id"], meter_id, get("model_id"), get("product_id"),
+        get("unit"), quantity, ts_us, kind, correction_ref, dimensions,
+    )
+    return ParsedLine(event, extra)
+
+
+def complete_retraction(retraction: Event, target: Event) -> Event:
+    """Fill a Retraction from the Usage event it retracts; stated fields must agree.
+
+    ``target`` must already be checked to be a Usage event of the same account.
+    """
+    inherited = target._replace(
+        event_id=retraction.event_id,
+        quantity=-target.quantity,
+        kind=RETRACTION,
+        correction_ref=retraction.correction_ref,
+    )
+    for name in ("meter_id", "model_id", "product_id", "unit", "quantity", "ts_us", "dimensions"):
+        stated = getattr(retraction, name)
+        if stated is not None and stated != getattr(inherited, name):
+            label = "timestamp" if name == "ts_us" else name
+            raise EventInvalid(
+                f"Retraction states {label!r} differently from the event it retracts; omit it or make it equal"
+            )
+    return inherited
+
+
+def _require(meter_id, quantity, ts_us, kind_name: str) -> None:
+    for name, value in (("meter_id", meter_id), ("quantity", quantity), ("timestamp", ts_us)):
+        if value is None:
+            raise EventInvalid(f"missing required field {name!r} (required for {kind_name} events)")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, Decimal, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+_PYDANTIC_MESSAGES = {
+    "missing": "missing required field {field}",
+    "string_too_short": "{field} must not be empty",
+    "string_too_long": "{field} is longer than 200 characters",
+    "string_type": "{field} must be a string, got {got}",
+    "dict_type": "{field} must be a JSON object, got {got}",
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first pydantic error as one sentence naming the field."""
+    error = exc.errors(include_url=False)[0]
+    loc = error.get("loc") or ()
+    field = repr(str(loc[0])) if loc else "line"
+    if len(loc) > 1 and loc[0] == "dimensions":
+        field = f"dimension {str(loc[1])!r}"
+    template = _PYDANTIC_MESSAGES.get(error["type"])
+    got = _json_type(error.get("input"))
+    if template:
+        return template.format(field=field, got=got)
+    if loc and loc[0] == "quantity":
+        return f"'quantity' must be a number or a decimal string, got {got}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {field}"
+    return f"{field}: {error['msg']}"

@@ -1,0 +1,1 @@
+"""Operations: plain functions behind each command, returning plain data."""

@@ -1,0 +1,1 @@
+"""Storage: the SQLite connection, the numbered schema, the ingest writer and the query planner."""

@@ -1,0 +1,185 @@
+"""The schema, as numbered migration steps.
+
+Each step is a function registered in order with ``@migration``; the names of
+applied steps are recorded in ``_usagebox_migrations`` and their count in
+``PRAGMA user_version``.  A shipped step is never edited: a change is a new
+step.  A database whose version is newer than this code knows is refused, and
+so is a SQLite file that holds tables but is not marked as ours.
+
+Invariants the database itself enforces (so no code path can break them):
+- events are immutable: UPDATE and DELETE on ``events`` raise;
+- the hourly rollup is kept by an AFTER INSERT trigger in the same
+  transaction as the event, and its sum is checked to stay an integer (SQLite
+  silently turns an overflowing integer ``+`` into a REAL; the CHECK turns
+  that into an error instead of a rounded total);
+- a Usage event can be retracted once (a partial unique index).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+from usagebox_cli.errors import CannotRun, NotADatabase
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+migration = MIGRATIONS.append
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Execute statements one by one inside the caller's transaction.
+
+    ``executescript`` would COMMIT first, breaking the atomicity of a step.
+    """
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            conn.execute(pending)
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:60]}")
+
+
+@migration
+def m001_events(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE segments (
+            segment_id   INTEGER PRIMARY KEY,
+            path         TEXT NOT NULL,          -- as given on the command line; '-' is stdin
+            sha256       TEXT,                   -- of the bytes read; NULL until the source is read to the end
+            size_bytes   INTEGER,
+            input_format TEXT NOT NULL,
+            started_at   TEXT NOT NULL,
+            finished_at  TEXT,                   -- NULL: the ingest was interrupted (its committed events stay)
+            lines        INTEGER NOT NULL DEFAULT 0,
+            accepted     INTEGER NOT NULL DEFAULT 0,
+            duplicates   INTEGER NOT NULL DEFAULT 0,
+            conflicts    INTEGER NOT NULL DEFAULT 0,
+            rejected     INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+
+        -- One row per distinct (account, meter, model, product, unit, kind,
+        -- dimensions): the rollup is keyed by this small integer, not wide text.
+        CREATE TABLE series (
+            series_id   INTEGER PRIMARY KEY,
+            identity    TEXT NOT NULL UNIQUE,   -- JSON array of the fields below
+            account_id  TEXT NOT NULL,
+            meter_id    TEXT NOT NULL,
+            model_id    TEXT,
+            product_id  TEXT,
+            unit        TEXT,
+            kind        INTEGER NOT NULL CHECK (kind IN (0, 1, 2)),   -- Usage, Correction, Retraction
+            dimensions  TEXT                    -- canonical JSON object, keys sorted; NULL when none
+        ) STRICT;
+        CREATE INDEX series_account ON series(account_id);
+
+        CREATE TABLE events (
+            seq            INTEGER PRIMARY KEY,  -- ingest sequence: ingest order, and period watermarks
+            event_id       TEXT NOT NULL,
+            series_id      INTEGER NOT NULL REFERENCES series(series_id),
+            quantity       INTEGER NOT NULL,     -- exact: quantity x 10^6
+            ts_us          INTEGER NOT NULL,     -- UTC microseconds since 1970-01-01
+            kind           INTEGER NOT NULL,     -- copy of series.kind, for the retraction index
+            correction_ref TEXT,
+            segment_id     INTEGER NOT NULL REFERENCES segments(segment_id),
+            line           INTEGER NOT NULL,
+            ingested_us    INTEGER NOT NULL,
+            fingerprint    INTEGER               -- 64-bit hash of the NDJSON line and the parse flags
+        ) STRICT;
+        CREATE UNIQUE INDEX events_event_id ON events(event_id);
+        CREATE INDEX events_series_time ON events(series_id, ts_us);
+        CREATE INDEX events_correction_ref ON events(correction_ref) WHERE correction_ref IS NOT NULL;
+        CREATE UNIQUE INDEX events_one_retraction ON events(correction_ref) WHERE kind = 2;
+
+        CREATE TABLE rollup_hourly (
+            series_id    INTEGER NOT NULL,
+            hour         INTEGER NOT NULL,       -- ts_us / 3600000000
+            quantity     INTEGER NOT NULL CHECK (typeof(quantity) = 'integer'),
+            event_count  INTEGER NOT NULL,
+            min_quantity INTEGER NOT NULL,
+            max_quantity INTEGER NOT NULL,
+            PRIMARY KEY (series_id, hour)
+        ) STRICT, WITHOUT ROWID;
+
+        CREATE TRIGGER events_rollup AFTER INSERT ON events BEGIN
+            INSERT INTO rollup_hourly (series_id, hour, quantity, event_count, min_quantity, max_quantity)
+            VALUES (NEW.series_id, NEW.ts_us / 3600000000, NEW.quantity, 1, NEW.quantity, NEW.quantity)
+            ON CONFLICT (series_id, hour) DO UPDATE SET
+                quantity = quantity + excluded.quantity,
+                event_count = event_count + 1,
+                min_quantity = min(min_quantity, excluded.min_quantity),
+                max_quantity = max(max_quantity, excluded.max_quantity);
+        END;
+
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN
+            SELECT RAISE(ABORT, 'usage events are immutable: send a Correction or Retraction instead');
+        END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN
+            SELECT RAISE(ABORT, 'usage events are immutable: send a Correction or Retraction instead');
+        END;
+
+        CREATE TABLE conflicts (
+            conflict_id  INTEGER PRIMARY KEY,
+            event_id     TEXT NOT NULL,
+            existing     TEXT NOT NULL,          -- canonical JSON of the stored event
+            incoming     TEXT NOT NULL,          -- canonical JSON of the rejected payload
+            differences  TEXT NOT NULL,          -- comma-separated field names
+            segment_id   INTEGER NOT NULL REFERENCES segments(segment_id),
+            line         INTEGER NOT NULL,
+            detected_at  TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX conflicts_event_id ON conflicts(event_id);
+        CREATE TRIGGER conflicts_no_update BEFORE UPDATE ON conflicts BEGIN
+            SELECT RAISE(ABORT, 'the conflict log is append-only');
+        END;
+        CREATE TRIGGER conflicts_no_delete BEFORE DELETE ON conflicts BEGIN
+            SELECT RAISE(ABORT, 'the conflict log is append-only');
+        END;
+        """
+    )
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Bring the database to the newest schema; refuse foreign or newer files."""
+    from usagebox_cli.store.connection import APPLICATION_ID, write_transaction
+
+    version, app_id = _version(conn)
+    if version == len(MIGRATIONS) and app_id == APPLICATION_ID:
+        return
+    _check_ours(conn, path, version, app_id)
+    with write_transaction(conn):
+        version, app_id = _version(conn)  # another process may have migrated meanwhile
+        _check_ours(conn, path, version, app_id)
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _usagebox_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        for step in MIGRATIONS[version:]:
+            step(conn)
+            conn.execute(
+                "INSERT INTO _usagebox_migrations VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                (step.__name__,),
+            )
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+
+def _version(conn: sqlite3.Connection) -> tuple[int, int]:
+    return conn.execute("PRAGMA user_version").fetchone()[0], conn.execute("PRAGMA application_id").fetchone()[0]
+
+
+def _check_ours(conn: sqlite3.Connection, path: str, version: int, app_id: int) -> None:
+    from usagebox_cli.store.connection import APPLICATION_ID
+
+    if app_id == APPLICATION_ID:
+        if version > len(MIGRATIONS):
+            raise CannotRun(
+                f"{path} was written by a newer usagebox (schema {version}, this one knows {len(MIGRATIONS)})",
+                hint="upgrade usagebox",
+            )
+        return
+    tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    if app_id != 0 or tables:
+        raise NotADatabase(f"{path} is a SQLite database, but not a usagebox database")

@@ -1,0 +1,319 @@
+"""The ingest writer: one batch of parsed lines in, one outcome per line.
+
+Inside the caller's write transaction, for each line in file order:
+
+1. dedupe first: an event_id already stored (or earlier in this run) is a
+   *duplicate* when its canonical payload is equal, else a *conflict* (logged,
+   nothing overwritten);
+2. then the policy checks that apply only to new events: unknown fields
+   under ``--extra reject``, timestamps in the future, closed periods, and
+   whether a Retraction's target exists, belongs to the account, is a Usage
+   event and is not already retracted;
+3. then the accepted events are inserted with one set-based statement; the rollup
+   trigger updates ``rollup_hourly`` in the same transaction.
+
+The writer keeps a cache of series ids across batches.  Series rows are never
+deleted, but a rolled-back transaction can drop ones this writer just made,
+so the ids created in the current batch are forgotten on rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Optional, Union
+
+from usagebox_cli import exactjson
+from usagebox_cli.events import (
+    KIND_NAMES,
+    RETRACTION,
+    USAGE,
+    Event,
+    EventInvalid,
+    ParsedLine,
+    complete_retraction,
+)
+from usagebox_cli.quantity import from_scaled
+from usagebox_cli.timefmt import format_ts
+
+FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
+
+_EVENT_COLUMNS = (
+    "e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,"
+    " e.quantity, e.ts_us, e.kind, e.correction_ref, s.dimensions"
+)
+
+
+class KnownDuplicate(NamedTuple):
+    """A line recognised by its fingerprint as an event already stored: no parsing needed."""
+
+    event_id: str
+
+
+class Rejection(NamedTuple):
+    """A line that failed before it became an event."""
+
+    reason: str
+    event_id: Optional[str] = None
+    raw: Optional[str] = None
+
+
+Item = tuple[int, Union[ParsedLine, Rejection, KnownDuplicate]]
+
+
+@dataclass
+class BatchOutcome:
+    accepted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    errors: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class IngestPolicy:
+    extra_mode: str = "reject"
+    allow_future: bool = False
+
+
+def fetch_events(conn: sqlite3.Connection, event_ids: Iterable[str]) -> dict[str, Event]:
+    """Stored events by event_id, as ``Event`` records.
+
+    The rows come back as one JSON array in one step: iterating a cursor
+    would release and retake the GIL per row, and behind a busy parser
+    thread each retake can wait a whole switch interval.
+    """
+    ids = list(event_ids)
+    if not ids:
+        return {}
+    (found,) = conn.execute(
+        f"SELECT json_group_array(json_array({_EVENT_COLUMNS}))"
+        " FROM events e JOIN series s ON s.series_id = e.series_id"
+        " WHERE e.event_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),),
+    ).fetchone()
+    return {row[0]: Event(*row) for row in json.loads(found)}
+
+
+def event_document(event: Event) -> dict:
+    """The canonical payload as a JSON-ready document (exact quantity, fixed-width UTC time)."""
+    return {
+        "event_id": event.event_id,
+        "account_id": event.account_id,
+        "meter_id": event.meter_id,
+        "model_id": event.model_id,
+        "product_id": event.product_id,
+        "unit": event.unit,
+        "quantity": None if event.quantity is None else from_scaled(event.quantity),
+        "timestamp": None if event.ts_us is None else format_ts(event.ts_us),
+        "kind": KIND_NAMES[event.kind],
+        "correction_ref": event.correction_ref,
+        "dimensions": None if event.dimensions is None else json.loads(event.dimensions),
+    }
+
+
+_LABELS = tuple("timestamp" if name == "ts_us" else name for name in Event._fields)
+
+
+def _differences(stored: Event, incoming: Event) -> list[str]:
+    return [label for label, old, new in zip(_LABELS, stored, incoming) if old != new]
+
+
+class IngestWriter:
+    def __init__(self, conn: sqlite3.Connection, policy: IngestPolicy):
+        self.conn = conn
+        self.policy = policy
+        self._series: dict[tuple, int] = {}
+        self._series_new: list[tuple] = []
+        self.closed_periods = ClosedPeriods(conn)
+
+    def forget_uncommitted(self) -> None:
+        """Call after a rollback: series made in the rolled-back transaction are gone."""
+        for key in self._series_new:
+            self._series.pop(key, None)
+        self._series_new.clear()
+
+    def committed(self) -> None:
+        self._series_new.clear()
+
+    def create_segment(self, path: str, input_format: str, started_at: str) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO segments (path, input_format, started_at) VALUES (?, ?, ?)",
+            (path, input_format, started_at),
+        )
+        return cursor.lastrowid  # type: ignore[return-value]
+
+    def finish_segment(self, segment_id: int, sha256: str, size: int, finished_at: str) -> None:
+        self.conn.execute(
+            "UPDATE segments SET sha256 = ?, size_bytes = ?, finished_at = ? WHERE segment_id = ?",
+            (sha256, size, finished_at, segment_id),
+        )
+
+    def write_batch(self, segment_id: int, label: str, items: list[Item], now_us: int, ingested_us: int) -> BatchOutcome:
+        outcome = BatchOutcome()
+        parsed = [item for _, item in items if type(item) is ParsedLine]
+        stored = fetch_events(self.conn, {p.event.event_id for p in parsed})
+        refs = {p.event.correction_ref for p in parsed if p.event.kind == RETRACTION}
+        targets = fetch_events(self.conn, refs - stored.keys()) if refs else {}
+        targets.update((k, v) for k, v in stored.items() if k in refs)
+        retracted = self._already_retracted(refs) if refs else {}
+        self.closed_periods.refresh()
+
+        fresh: dict[str, Event] = {}
+        rows: list[tuple] = []
+        conflicts: list[tuple] = []
+        errors = outcome.errors
+        future_limit = now_us + FUTURE_TOLERANCE_US
+        extra_mode = self.policy.extra_mode
+        allow_future = self.policy.allow_future
+
+        for line, item in items:
+            if type(item) is KnownDuplicate:
+                outcome.duplicates += 1
+                continue
+            if type(item) is Rejection:
+                outcome.rejected += 1
+                errors.append(_error(label, line, item.event_id, "rejected", item.reason, item.raw))
+                continue
+            event = item.event
+            event_id = event.event_id
+            target_error = None
+            if event.kind == RETRACTION:
+                event, target_error = self._resolve_retraction(event, fresh, targets, retracted)
+            known = fresh.get(event_id) or stored.get(event_id)
+            if known is not None:
+                if target_error is None and known.payload() == event.payload():
+                    outcome.duplicates += 1
+                    continue
+                outcome.conflicts += 1
+                differences = _differences(known, event) or ["correction_ref"]
+                reason = f"event_id already stored with a different {', '.join(differences)}; nothing was overwritten"
+                conflicts.append((
+                    event_id, exactjson.dumps(event_document(known)), exactjson.dumps(event_document(event)),
+                    ",".join(differences), segment_id, line,
+                ))
+                errors.append(_error(label, line, event_id, "conflict", reason))
+                continue
+            reason = target_error
+            if reason is None and item.extra and extra_mode == "reject":
+                names = ", ".join(repr(name) for name in item.extra)
+                reason = (f"unknown field {names}; pass --extra dimensions to keep it as a dimension,"
+                          " or --extra ignore to drop it")
+            if reason is None and event.ts_us > future_limit and not allow_future:
+                reason = (f"timestamp {format_ts(event.ts_us)} is more than 5 minutes in the future"
+                          " (clock skew?); pass --allow-future to accept it")
+            if reason is None and event.kind == USAGE:
+                reason = self.closed_periods.refuses(event)
+            if reason is not None:
+                outcome.rejected += 1
+                errors.append(_error(label, line, event_id, "rejected", reason))
+                continue
+            fresh[event_id] = event
+            if event.kind == RETRACTION:
+                retracted[event.correction_ref] = event_id
+            rows.append([
+                event_id, event[1:6] + (event.kind, event.dimensions), event.quantity, event.ts_us,
+                event.kind, event.correction_ref, segment_id, line, ingested_us, item.fingerprint,
+            ])
+        outcome.accepted = len(rows)
+        if rows:
+            self._assign_series(rows)
+            # One statement for the whole batch: SQLite inserts it (and runs the
+            # rollup trigger) in a single step with the GIL released.
+            self.conn.execute(
+                "INSERT INTO events (event_id, series_id, quantity, ts_us, kind, correction_ref,"
+                " segment_id, line, ingested_us, fingerprint)"
+                " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
+                " value->>6, value->>7, value->>8, value->>9 FROM json_each(?)",
+                (json.dumps(rows, ensure_ascii=False),),
+            )
+        if conflicts:
+            # The same refused payload seen again (a re-run of the same file) is logged once.
+            self.conn.executemany(
+                "INSERT INTO conflicts (event_id, existing, incoming, differences, segment_id, line, detected_at)"
+                " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7"
+                " WHERE NOT EXISTS (SELECT 1 FROM conflicts WHERE event_id = ?1 AND incoming = ?3)",
+                [row + (format_ts(ingested_us),) for row in conflicts],
+            )
+        self.conn.execute(
+            "UPDATE segments SET lines = lines + ?, accepted = accepted + ?, duplicates = duplicates + ?,"
+            " conflicts = conflicts + ?, rejected = rejected + ? WHERE segment_id = ?",
+            (len(items), outcome.accepted, outcome.duplicates, outcome.conflicts, outcome.rejected, segment_id),
+        )
+        return outcome
+
+    def _resolve_retraction(self, event: Event, fresh: dict, targets: dict, retracted: dict) -> tuple[Event, Optional[str]]:
+        ref = event.correction_ref
+        target = fresh.get(ref) or targets.get(ref)
+        if target is None:
+            return event, f"Retraction refers to unknown event_id {ref!r}; ingest that event first"
+        if target.account_id != event.account_id:
+            return event, f"Retraction of {ref!r} is for account {event.account_id!r}, but that event belongs to another account"
+        if target.kind != USAGE:
+            return event, f"Retraction must refer to a Usage event; {ref!r} is a {KIND_NAMES[target.kind]}"
+        try:
+            completed = complete_retraction(event, target)
+        except EventInvalid as exc:
+            return event, str(exc)
+        by = retracted.get(ref)
+        if by is not None and by != event.event_id:
+            return completed, f"event {ref!r} is already retracted (by {by!r}); an event can be retracted once"
+        return completed, None
+
+    def _already_retracted(self, refs: set) -> dict[str, str]:
+        (found,) = self.conn.execute(
+            "SELECT json_group_object(correction_ref, event_id) FROM events WHERE kind = 2"
+            " AND correction_ref IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(refs)),),
+        ).fetchone()
+        return json.loads(found)
+
+    def _assign_series(self, rows: list[list]) -> None:
+        """Replace each row's series key (account, meter, model, product, unit, kind, dimensions) by its id."""
+        cache = self._series
+        missing = {row[1] for row in rows if row[1] not in cache}
+        if missing:
+            keys = sorted(missing, key=repr)
+            identities = [json.dumps(key, ensure_ascii=False, separators=(",", ":")) for key in keys]
+            self.conn.execute(
+                "INSERT INTO series (identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions)"
+                " SELECT value, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6"
+                " FROM json_each(?) WHERE true ON CONFLICT (identity) DO NOTHING",
+                (json.dumps(identities, ensure_ascii=False),),
+            )
+            (found,) = self.conn.execute(
+                "SELECT json_group_object(identity, series_id) FROM series"
+                " WHERE identity IN (SELECT value FROM json_each(?))",
+                (json.dumps(identities, ensure_ascii=False),),
+            ).fetchone()
+            ids = json.loads(found)
+            for key, identity in zip(keys, identities):
+                cache[key] = ids[identity]
+                self._series_new.append(key)
+        for row in rows:
+            row[1] = cache[row[1]]
+
+
+class ClosedPeriods:
+    """Which (account, month) periods are closed; refreshed once per batch.
+
+    Until the periods migration exists this knows no closed periods.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.closed: set[tuple[str, str]] = set()
+
+    def refresh(self) -> None:
+        return None
+
+    def refuses(self, event: Event) -> Optional[str]:
+        return None
+
+
+def _error(source: str, line: int, event_id: Optional[str], outcome: str, reason: str, raw: Optional[str] = None) -> dict:
+    error = {"source": source, "line": line, "event_id": event_id, "outcome": outcome, "reason": reason}
+    if raw is not None:
+        error["raw"] = raw
+    return error
