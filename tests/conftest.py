@@ -1,0 +1,90 @@
+"""Shared fixtures: a fresh database per test and helpers to drive the real CLI.
+
+``cli`` runs ``python -m usagebox_cli`` in a subprocess, exactly as a user or
+a cron job would, and returns the CompletedProcess (stdout, stderr, returncode).
+``write_ndjson`` writes event dicts as NDJSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(args, *, db: Path | None = None, input: str | bytes | None = None, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
+    command = [sys.executable, "-m", "usagebox_cli"]
+    if db is not None:
+        command += ["--db", str(db)]
+    command += [str(a) for a in args]
+    environment = dict(os.environ)
+    environment.pop("USAGEBOX_DB", None)
+    environment["NO_COLOR"] = "1"
+    environment["COLUMNS"] = "200"
+    if env:
+        environment.update(env)
+    return subprocess.run(
+        command,
+        input=input.encode() if isinstance(input, str) else input,
+        capture_output=True,
+        env=environment,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+class Result:
+    def __init__(self, completed: subprocess.CompletedProcess):
+        self.returncode = completed.returncode
+        self.stdout = completed.stdout.decode("utf-8", "replace")
+        self.stderr = completed.stderr.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.stdout)
+
+    def __repr__(self) -> str:
+        return f"Result(rc={self.returncode}, stdout={self.stdout[:500]!r}, stderr={self.stderr[:500]!r})"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "usage.db"
+
+
+@pytest.fixture
+def cli(db: Path):
+    """Run the CLI against the test's database: ``cli("ingest", path, "--json")``."""
+
+    def invoke(*args, input=None, env=None, cwd=None, timeout=120) -> Result:
+        return Result(run_cli(args, db=db, input=input, env=env, cwd=cwd, timeout=timeout))
+
+    return invoke
+
+
+def write_ndjson(path: Path, events) -> Path:
+    with open(path, "w", encoding="utf-8") as out:
+        for event in events:
+            out.write(event if isinstance(event, str) else json.dumps(event))
+            out.write("\n")
+    return path
+
+
+def event(n: int = 1, **overrides) -> dict:
+    """A valid Usage event; ``n`` varies the event_id."""
+    base = {
+        "event_id": f"evt_{n:06d}",
+        "account_id": "acct_42",
+        "meter_id": "claude_tokens",
+        "model_id": "claude-opus-4-8",
+        "unit": "tokens",
+        "quantity": 100,
+        "timestamp": "2026-06-16T10:14:05Z",
+    }
+    base.update(overrides)
+    return base
