@@ -25,7 +25,10 @@ FORMATS = ("table", "json", "csv", "ndjson")
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped tables are not folded to 80 columns: they are as wide as their content.
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 100_000
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def is_number(value: Any) -> bool:

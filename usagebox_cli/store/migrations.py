@@ -142,6 +142,55 @@ def m001_events(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m002_views(conn: sqlite3.Connection) -> None:
+    """The documented read surface for `usagebox sql`, plus a helper view for the planner.
+
+    ``quantity`` is an INTEGER when whole (so SUM() is exact) and a REAL
+    otherwise; ``quantity_micros`` is always the exact integer in millionths.
+    """
+    run_script(
+        conn,
+        """
+        CREATE VIEW series_columns AS
+            SELECT series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions FROM series;
+
+        CREATE VIEW usage_events AS
+            SELECT e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,
+                   CASE WHEN e.quantity % 1000000 = 0 THEN e.quantity / 1000000
+                        ELSE e.quantity / 1000000.0 END AS quantity,
+                   strftime('%Y-%m-%dT%H:%M:%S', e.ts_us / 1000000, 'unixepoch')
+                       || printf('.%06dZ', e.ts_us % 1000000) AS timestamp,
+                   e.ts_us,
+                   CASE e.kind WHEN 0 THEN 'Usage' WHEN 1 THEN 'Correction' ELSE 'Retraction' END AS kind,
+                   e.correction_ref,
+                   s.dimensions,
+                   e.segment_id,
+                   e.line,
+                   strftime('%Y-%m-%dT%H:%M:%S', e.ingested_us / 1000000, 'unixepoch')
+                       || printf('.%06dZ', e.ingested_us % 1000000) AS ingested_at,
+                   e.quantity AS quantity_micros,
+                   e.seq
+            FROM events e JOIN series s ON s.series_id = e.series_id;
+
+        CREATE VIEW usage_hourly AS
+            SELECT s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,
+                   CASE s.kind WHEN 0 THEN 'Usage' WHEN 1 THEN 'Correction' ELSE 'Retraction' END AS kind,
+                   s.dimensions,
+                   strftime('%Y-%m-%dT%H:00:00Z', r.hour * 3600, 'unixepoch') AS hour,
+                   CASE WHEN r.quantity % 1000000 = 0 THEN r.quantity / 1000000
+                        ELSE r.quantity / 1000000.0 END AS quantity,
+                   r.event_count,
+                   CASE WHEN r.min_quantity % 1000000 = 0 THEN r.min_quantity / 1000000
+                        ELSE r.min_quantity / 1000000.0 END AS min_quantity,
+                   CASE WHEN r.max_quantity % 1000000 = 0 THEN r.max_quantity / 1000000
+                        ELSE r.max_quantity / 1000000.0 END AS max_quantity,
+                   r.quantity AS quantity_micros
+            FROM rollup_hourly r JOIN series s ON s.series_id = r.series_id;
+        """,
+    )
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
     from usagebox_cli.store.connection import APPLICATION_ID, write_transaction

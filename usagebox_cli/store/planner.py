@@ -1,0 +1,288 @@
+"""The query planner behind ``usage``, ``query``, ``verify`` and the money commands.
+
+Everything but time is a property of a *series* (account, meter, model,
+product, unit, kind, dimensions), so a query first maps each matching series
+to its group key, once, in Python.  Time is then split into
+
+- whole UTC hours, read from ``rollup_hourly`` (``source="rollup"``) or from
+  raw events grouped per hour (``source="raw"``), and
+- sub-hour fragments at the window's edges and at bucket boundaries that do
+  not fall on a UTC hour (zones with half-hour offsets), always read raw.
+
+Both sources produce the same partial aggregates (per series, per hour or
+bucket) and go through the same merge, which is why they always agree.  All
+arithmetic is on integers in millionths; Decimals appear only in the result.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Iterable, Optional
+
+from usagebox_cli.errors import CannotRun
+from usagebox_cli.events import DIMENSION_KEY, KIND_NAMES
+from usagebox_cli.quantity import from_scaled
+from usagebox_cli.timefmt import format_instant
+from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Buckets, Window
+
+FIRST_CLASS_KEYS = ("account_id", "meter_id", "model_id", "product_id", "unit", "kind")
+METRICS = ("sum", "count", "min", "max", "avg")
+SOURCES = ("rollup", "raw")
+_NOT_KEYS = {"event_id", "quantity", "timestamp", "correction_ref", "dimensions", "segment_id", "line"}
+_SIX_PLACES = Decimal("0.000001")
+
+
+@dataclass
+class UsageQuery:
+    """What to read.  ``accounts`` None means every account."""
+
+    window: Window
+    accounts: Optional[list[str]] = None
+    group_by: list[str] = field(default_factory=list)
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=lambda: ["sum", "count"])
+    source: str = "rollup"
+
+
+@dataclass
+class Series:
+    series_id: int
+    account_id: str
+    meter_id: str
+    model_id: Optional[str]
+    product_id: Optional[str]
+    unit: Optional[str]
+    kind: int
+    dimensions: Optional[str]
+
+    def value(self, key: str, parsed_dimensions: dict) -> Optional[str]:
+        if key == "kind":
+            return KIND_NAMES[self.kind]
+        if key in FIRST_CLASS_KEYS:
+            return getattr(self, key)
+        return parsed_dimensions.get(key)
+
+
+class Aggregate:
+    """Sum, count, min and max in millionths; merged from partials."""
+
+    __slots__ = ("sum", "count", "min", "max")
+
+    def __init__(self) -> None:
+        self.sum = 0
+        self.count = 0
+        self.min: Optional[int] = None
+        self.max: Optional[int] = None
+
+    def add(self, total: int, count: int, low: int, high: int) -> None:
+        self.sum += total
+        self.count += count
+        if self.min is None or low < self.min:
+            self.min = low
+        if self.max is None or high > self.max:
+            self.max = high
+
+
+def check_keys(group_by: Iterable[str], filters: dict[str, Any]) -> None:
+    buckets = [key for key in group_by if key in TIME_BUCKETS]
+    if len(buckets) > 1:
+        raise CannotRun(f"group by one time bucket at most, not {' and '.join(buckets)}")
+    seen = set()
+    for key in group_by:
+        if key in seen:
+            raise CannotRun(f"--group-by {key} is given twice")
+        seen.add(key)
+        _check_key(key, "--group-by")
+    for key in filters:
+        if key in TIME_BUCKETS:
+            raise CannotRun(f"cannot filter on the time bucket {key!r}; use --from/--to")
+        _check_key(key, "--filter")
+
+
+def _check_key(key: str, flag: str) -> None:
+    if key in TIME_BUCKETS or key in FIRST_CLASS_KEYS:
+        return
+    if key in _NOT_KEYS:
+        raise CannotRun(f"{flag} {key}: {key} is not a grouping key (use a first-class field, a dimension key, or hour/day/month)")
+    if not DIMENSION_KEY.fullmatch(key):
+        raise CannotRun(f"{flag} {key!r} is not a field or dimension key")
+
+
+def select_series(conn: sqlite3.Connection, accounts: Optional[list[str]], filters: dict[str, list[str]]) -> list[Series]:
+    """The series of the given accounts that pass every filter."""
+    if accounts is None:
+        rows = conn.execute("SELECT * FROM series_columns")
+    else:
+        rows = conn.execute(
+            "SELECT * FROM series_columns WHERE account_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(accounts),),
+        )
+    wanted = {key: _filter_values(key, values) for key, values in filters.items()}
+    needs_dimensions = any(key not in FIRST_CLASS_KEYS for key in wanted)
+    parsed: dict[Optional[str], dict] = {None: {}}
+    selected = []
+    for row in rows:
+        series = Series(*row)
+        if wanted:
+            dims = _dimensions(series.dimensions, parsed) if needs_dimensions else {}
+            if not all(series.value(key, dims) in values for key, values in wanted.items()):
+                continue
+        selected.append(series)
+    return selected
+
+
+def _filter_values(key: str, values: list[str]) -> set:
+    if key == "kind":
+        names = {name.lower(): name for name in KIND_NAMES}
+        out = set()
+        for value in values:
+            if value.lower() not in names:
+                raise CannotRun(f"--filter kind={value}: kind is Usage, Correction or Retraction")
+            out.add(names[value.lower()])
+        return out
+    return set(values)
+
+
+def _dimensions(text: Optional[str], cache: dict) -> dict:
+    found = cache.get(text)
+    if found is None:
+        found = cache[text] = json.loads(text)
+    return found
+
+
+def aggregate(conn: sqlite3.Connection, query: UsageQuery) -> tuple[list[str], dict[tuple, Aggregate], list[Series], Buckets]:
+    """Run the plan; return the group keys in order and an Aggregate per (group key, bucket)."""
+    check_keys(query.group_by, query.filters)
+    if query.source not in SOURCES:
+        raise CannotRun(f"--source must be rollup or raw, not {query.source!r}")
+    time_keys = [key for key in query.group_by if key in TIME_BUCKETS]
+    buckets = Buckets(time_keys[0] if time_keys else None, query.window)
+    series = select_series(conn, query.accounts, query.filters)
+    other_keys = [key for key in query.group_by if key not in TIME_BUCKETS]
+    parsed: dict[Optional[str], dict] = {None: {}}
+    needs_dimensions = any(key not in FIRST_CLASS_KEYS for key in other_keys)
+    key_of: dict[int, tuple] = {}
+    for item in series:
+        dims = _dimensions(item.dimensions, parsed) if needs_dimensions else {}
+        key_of[item.series_id] = tuple(item.value(key, dims) for key in other_keys)
+    groups: dict[tuple, Aggregate] = {}
+    if series and query.window.end_us > query.window.start_us:
+        for series_id, bucket, total, count, low, high in _partials(conn, query, buckets, [s.series_id for s in series]):
+            group = key_of.get(series_id)
+            if group is None:
+                continue
+            slot = (group, bucket)
+            found = groups.get(slot)
+            if found is None:
+                found = groups[slot] = Aggregate()
+            found.add(total, count, low, high)
+    return other_keys, groups, series, buckets
+
+
+def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, series_ids: list[int]):
+    """Yield ``(series_id, bucket, sum, count, min, max)`` partial aggregates."""
+    ids = json.dumps(series_ids)
+    (first_hour, last_hour), fragments = buckets.pieces()
+    split = buckets.split_hours()
+    by_hour = buckets.unit is not None
+    if last_hour > first_hour:
+        skip = " AND {hour} NOT IN (SELECT value FROM json_each(:split))" if split else ""
+        if query.source == "rollup":
+            hour = "hour"
+            sql = (
+                f"SELECT series_id, {'hour' if by_hour else 'NULL'}, sum(quantity), sum(event_count),"
+                " min(min_quantity), max(max_quantity) FROM rollup_hourly"
+                " WHERE series_id IN (SELECT value FROM json_each(:ids)) AND hour >= :h0 AND hour < :h1"
+                + skip.format(hour=hour)
+                + f" GROUP BY series_id{', hour' if by_hour else ''}"
+            )
+        else:
+            hour = "ts_us / 3600000000"
+            sql = (
+                f"SELECT series_id, {hour if by_hour else 'NULL'}, sum(quantity), count(*),"
+                " min(quantity), max(quantity) FROM events"
+                " WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts_us >= :t0 AND ts_us < :t1"
+                + skip.format(hour=hour)
+                + f" GROUP BY series_id{', ' + hour if by_hour else ''}"
+            )
+        params = {"ids": ids, "h0": first_hour, "h1": last_hour, "t0": first_hour * HOUR_US,
+                  "t1": last_hour * HOUR_US, "split": json.dumps(split)}
+        index_of_hour: dict[int, int] = {}
+        for series_id, hour_value, total, count, low, high in _fetch(conn, sql, params):
+            if by_hour:
+                bucket = index_of_hour.get(hour_value)
+                if bucket is None:
+                    bucket = index_of_hour[hour_value] = buckets.index(hour_value * HOUR_US)
+            else:
+                bucket = 0
+            yield series_id, bucket, total, count, low, high
+    for start, end, bucket in fragments:
+        sql = (
+            "SELECT series_id, sum(quantity), count(*), min(quantity), max(quantity) FROM events"
+            " WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts_us >= :t0 AND ts_us < :t1"
+            " GROUP BY series_id"
+        )
+        for series_id, total, count, low, high in _fetch(conn, sql, {"ids": ids, "t0": start, "t1": end}):
+            yield series_id, bucket, total, count, low, high
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: dict):
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "overflow" in str(exc):
+            raise CannotRun("a total exceeds what SQLite integers hold (9.2 trillion units at 6 decimals); narrow the window or group finer") from None
+        raise
+
+
+def usage(conn: sqlite3.Connection, query: UsageQuery) -> dict:
+    """The document of ``usagebox usage`` / ``query``: window, source and sorted groups."""
+    other_keys, groups, _series, buckets = aggregate(conn, query)
+    rows = []
+    for (key, bucket), agg in groups.items():
+        record: dict[str, Any] = {}
+        values = iter(key)
+        for name in query.group_by:
+            record[name] = buckets.label(bucket) if name in TIME_BUCKETS else next(values)
+        record.update(metrics(agg, query.metrics))
+        rows.append((agg.sum, key, bucket, record))
+    if not query.group_by and not rows:
+        rows.append((0, (), 0, metrics(Aggregate(), query.metrics)))
+    rows.sort(key=lambda item: (-item[0], _sortable(item[1]), item[2]))
+    return {
+        "from": format_instant(query.window.start_us),
+        "to": format_instant(query.window.end_us),
+        "source": query.source,
+        "groups": [record for *_, record in rows],
+    }
+
+
+def metrics(agg: Aggregate, names: Iterable[str]) -> dict:
+    out: dict[str, Any] = {}
+    for name in names:
+        if name == "sum":
+            out["sum"] = from_scaled(agg.sum)
+        elif name == "count":
+            out["count"] = agg.count
+        elif name == "min":
+            out["min"] = None if agg.min is None else from_scaled(agg.min)
+        elif name == "max":
+            out["max"] = None if agg.max is None else from_scaled(agg.max)
+        elif name == "avg":
+            out["avg"] = average(agg.sum, agg.count)
+    return out
+
+
+def average(total_scaled: int, count: int):
+    """Mean quantity: exact when it terminates within 6 decimals, else rounded half-even to 6."""
+    if count == 0:
+        return None
+    value = (Decimal(total_scaled) / Decimal(count)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    return from_scaled(int(value))
+
+
+def _sortable(key: tuple) -> tuple:
+    return tuple((value is not None, "" if value is None else value) for value in key)
