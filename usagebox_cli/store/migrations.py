@@ -191,6 +191,52 @@ def m002_views(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m003_periods(conn: sqlite3.Connection) -> None:
+    """Closed billing periods: frozen snapshots that triggers keep frozen."""
+    run_script(
+        conn,
+        """
+        CREATE TABLE periods (
+            period_id    INTEGER PRIMARY KEY,
+            account_id   TEXT NOT NULL,
+            period       TEXT NOT NULL,           -- YYYY-MM, a UTC calendar month
+            start_us     INTEGER NOT NULL,
+            end_us       INTEGER NOT NULL,
+            closed_at    TEXT NOT NULL,
+            watermark    INTEGER NOT NULL,        -- the last events.seq the snapshot includes
+            quantity     INTEGER NOT NULL,        -- frozen net total, millionths
+            event_count  INTEGER NOT NULL,
+            forced       INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (account_id, period)
+        ) STRICT;
+
+        CREATE TABLE period_lines (
+            period_id    INTEGER NOT NULL REFERENCES periods(period_id),
+            meter_id     TEXT NOT NULL,
+            model_id     TEXT,
+            unit         TEXT,
+            quantity     INTEGER NOT NULL,
+            event_count  INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX period_lines_period ON period_lines(period_id);
+
+        CREATE TRIGGER periods_no_update BEFORE UPDATE ON periods BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+        CREATE TRIGGER periods_no_delete BEFORE DELETE ON periods BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+        CREATE TRIGGER period_lines_no_update BEFORE UPDATE ON period_lines BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+        CREATE TRIGGER period_lines_no_delete BEFORE DELETE ON period_lines BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+        """,
+    )
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
     from usagebox_cli.store.connection import APPLICATION_ID, write_transaction

@@ -296,19 +296,29 @@ class IngestWriter:
 
 
 class ClosedPeriods:
-    """Which (account, month) periods are closed; refreshed once per batch.
+    """Which (account, UTC month) periods are closed; reloaded once per batch.
 
-    Until the periods migration exists this knows no closed periods.
+    Reloading inside the write transaction is what stops a close that
+    committed a moment ago from being slipped past.
     """
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        self.closed: set[tuple[str, str]] = set()
+        self.closed: dict[str, list[tuple[int, int, str]]] = {}
 
     def refresh(self) -> None:
-        return None
+        closed: dict[str, list[tuple[int, int, str]]] = {}
+        for account, start, end, period in self.conn.execute("SELECT account_id, start_us, end_us, period FROM periods"):
+            closed.setdefault(account, []).append((start, end, period))
+        self.closed = closed
 
     def refuses(self, event: Event) -> Optional[str]:
+        spans = self.closed.get(event.account_id)
+        if spans:
+            for start, end, period in spans:
+                if start <= event.ts_us < end:
+                    return (f"period {period} is closed for {event.account_id}; send a Correction"
+                            " (it lands as a pending adjustment) instead of new Usage")
         return None
 
 

@@ -1,0 +1,220 @@
+"""``usagebox verify``: prove the fast numbers equal the true numbers.
+
+Each check is a plain function that returns a list of ``VerifyError`` values
+(beancount's validation module is the model): the command collects them
+from ``CHECKS`` and exits 1 if there are any.  Nothing here trusts the
+rollups: raw events are the truth, and the frozen snapshots of closed
+periods are recomputed from raw events up to their watermarks.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple, Optional
+
+from usagebox_cli.quantity import from_scaled
+from usagebox_cli.store.connection import read_snapshot, write_transaction
+from usagebox_cli.store.planner import UsageQuery, aggregate, select_series
+from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Window
+
+MAX_NAMED_CELLS = 20
+
+
+class VerifyError(NamedTuple):
+    where: str
+    message: str
+
+
+@dataclass
+class VerifyContext:
+    conn: sqlite3.Connection
+    account: Optional[str]
+    window: Window
+    group_by: Optional[str]
+    report: dict = field(default_factory=dict)
+
+
+def check_totals(ctx: VerifyContext) -> list[VerifyError]:
+    """Window totals (and groups) from the rollup plan against a raw scan."""
+    group_by = [ctx.group_by] if ctx.group_by else []
+    accounts = None if ctx.account is None else [ctx.account]
+    results = {}
+    for source in ("rollup", "raw"):
+        query = UsageQuery(window=ctx.window, accounts=accounts, group_by=group_by, source=source, metrics=["sum", "count"])
+        _keys, groups, _series, buckets = aggregate(ctx.conn, query)
+        results[source] = ({(key, bucket): agg for (key, bucket), agg in groups.items()}, buckets)
+    rollup, buckets = results["rollup"]
+    raw, _ = results["raw"]
+    rollup_sum, raw_sum = sum(a.sum for a in rollup.values()), sum(a.sum for a in raw.values())
+    rollup_count, raw_count = sum(a.count for a in rollup.values()), sum(a.count for a in raw.values())
+    ctx.report.update({
+        "rollup_sum": from_scaled(rollup_sum), "raw_sum": from_scaled(raw_sum), "drift": from_scaled(rollup_sum - raw_sum),
+        "rollup_count": rollup_count, "raw_count": raw_count,
+    })
+    errors = []
+    if group_by:
+        rows = []
+        for slot in sorted(set(rollup) | set(raw), key=lambda s: (s[1], tuple((v is not None, v or "") for v in s[0]))):
+            r, w = rollup.get(slot), raw.get(slot)
+            key, bucket = slot
+            label = buckets.label(bucket) if ctx.group_by in TIME_BUCKETS else key[0]
+            r_sum, w_sum = (r.sum if r else 0), (w.sum if w else 0)
+            r_count, w_count = (r.count if r else 0), (w.count if w else 0)
+            rows.append({ctx.group_by: label, "rollup_sum": from_scaled(r_sum), "raw_sum": from_scaled(w_sum),
+                         "drift": from_scaled(r_sum - w_sum), "rollup_count": r_count, "raw_count": w_count})
+            if r_sum != w_sum or r_count != w_count:
+                errors.append(VerifyError(f"{ctx.group_by}={label}", f"rollup {from_scaled(r_sum)} ({r_count} events) vs raw {from_scaled(w_sum)} ({w_count} events)"))
+        ctx.report["groups"] = rows
+    elif rollup_sum != raw_sum or rollup_count != raw_count:
+        errors.append(VerifyError("window", f"rollup {from_scaled(rollup_sum)} ({rollup_count} events) vs raw {from_scaled(raw_sum)} ({raw_count} events)"))
+    return errors
+
+
+def drifting_cells(conn: sqlite3.Connection, account: Optional[str], window: Window) -> list[tuple]:
+    """(series_id, hour, rollup sum/count/min/max, raw sum/count/min/max) for every hour cell that disagrees."""
+    first, last = window.start_us // HOUR_US, -(-window.end_us // HOUR_US)
+    series_filter, params = _series_filter(conn, account)
+    params.update({"h0": first, "h1": last, "t0": first * HOUR_US, "t1": last * HOUR_US})
+    rows = conn.execute(
+        f"""
+        WITH raw AS (
+            SELECT series_id, ts_us / 3600000000 AS hour, sum(quantity) AS q, count(*) AS n,
+                   min(quantity) AS lo, max(quantity) AS hi
+            FROM events WHERE ts_us >= :t0 AND ts_us < :t1 {series_filter}
+            GROUP BY series_id, ts_us / 3600000000
+        ),
+        roll AS (
+            SELECT series_id, hour, quantity AS q, event_count AS n, min_quantity AS lo, max_quantity AS hi
+            FROM rollup_hourly WHERE hour >= :h0 AND hour < :h1 {series_filter}
+        )
+        SELECT r.series_id, r.hour, r.q, r.n, r.lo, r.hi, w.q, w.n, w.lo, w.hi
+            FROM roll r LEFT JOIN raw w ON w.series_id = r.series_id AND w.hour = r.hour
+            WHERE w.q IS NOT r.q OR w.n IS NOT r.n OR w.lo IS NOT r.lo OR w.hi IS NOT r.hi
+        UNION ALL
+        SELECT w.series_id, w.hour, NULL, NULL, NULL, NULL, w.q, w.n, w.lo, w.hi
+            FROM raw w LEFT JOIN roll r ON r.series_id = w.series_id AND r.hour = w.hour
+            WHERE r.series_id IS NULL
+        """,
+        params,
+    ).fetchall()
+    return rows
+
+
+def _series_filter(conn: sqlite3.Connection, account: Optional[str]) -> tuple[str, dict]:
+    if account is None:
+        return "", {}
+    ids = [s.series_id for s in select_series(conn, [account], {})]
+    return "AND series_id IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(ids)}
+
+
+def check_rollup_cells(ctx: VerifyContext) -> list[VerifyError]:
+    """Every hourly rollup cell the window touches against the raw events of that hour."""
+    cells = drifting_cells(ctx.conn, ctx.account, ctx.window)
+    if not cells:
+        return []
+    names = _series_names(ctx.conn, {cell[0] for cell in cells[:MAX_NAMED_CELLS]})
+    errors = []
+    for cell in cells[:MAX_NAMED_CELLS]:
+        series_id, hour, r_q, r_n, _, _, w_q, w_n, _, _ = cell
+        stamp = _hour_text(hour)
+        errors.append(VerifyError(
+            f"{names.get(series_id, series_id)} hour {stamp}",
+            f"rollup {_fmt(r_q)} ({r_n or 0} events) vs raw {_fmt(w_q)} ({w_n or 0} events)",
+        ))
+    if len(cells) > MAX_NAMED_CELLS:
+        errors.append(VerifyError("rollup", f"... and {len(cells) - MAX_NAMED_CELLS} more drifting hour cells"))
+    ctx.report["drifting_cells"] = len(cells)
+    return errors
+
+
+def check_frozen_periods(ctx: VerifyContext) -> list[VerifyError]:
+    """Each closed period's frozen snapshot against raw events up to its watermark."""
+    from usagebox_cli.ops.periods import frozen_snapshots
+
+    rows, errors = [], []
+    for item in frozen_snapshots(ctx.conn, ctx.account):
+        (fq, fn, flines), (rq, rn, rlines) = item["frozen"], item["recomputed"]
+        ok = fq == rq and fn == rn and flines == rlines
+        rows.append({"account_id": item["account_id"], "period": item["period"], "watermark": item["watermark"],
+                     "frozen_quantity": from_scaled(fq), "recomputed_quantity": from_scaled(rq),
+                     "frozen_event_count": fn, "recomputed_event_count": rn, "ok": ok})
+        if not ok:
+            detail = f"frozen {from_scaled(fq)} ({fn} events) vs raw up to watermark {from_scaled(rq)} ({rn} events)"
+            if fq == rq and fn == rn:
+                detail = "the per-meter/model/unit lines differ from raw events up to the watermark"
+            errors.append(VerifyError(f"period {item['period']} of {item['account_id']}", detail))
+    ctx.report["periods"] = rows
+    return errors
+
+
+CHECKS: list[Callable[[VerifyContext], list[VerifyError]]] = [check_totals, check_rollup_cells, check_frozen_periods]
+
+
+def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, group_by: Optional[str] = None) -> tuple[dict, list[VerifyError]]:
+    """Run every check in one read snapshot; return the report and the errors."""
+    if group_by is not None:
+        from usagebox_cli.store.planner import check_keys
+
+        check_keys([group_by], {})
+    ctx = VerifyContext(conn, account, window, group_by)
+    ctx.report = {"ok": True}
+    errors: list[VerifyError] = []
+    with read_snapshot(conn):
+        for check in CHECKS:
+            errors.extend(check(ctx))
+    ctx.report["ok"] = not errors
+    ctx.report["errors"] = [f"{e.where}: {e.message}" for e in errors]
+    return ctx.report, errors
+
+
+def repair(conn: sqlite3.Connection, account: Optional[str], window: Window) -> dict:
+    """Rebuild the rollup hours the window touches from raw events, in one transaction."""
+    first, last = window.start_us // HOUR_US, -(-window.end_us // HOUR_US)
+    with write_transaction(conn):
+        cells = drifting_cells(conn, account, window)
+        series_filter, params = _series_filter(conn, account)
+        params.update({"h0": first, "h1": last, "t0": first * HOUR_US, "t1": last * HOUR_US})
+        conn.execute(f"DELETE FROM rollup_hourly WHERE hour >= :h0 AND hour < :h1 {series_filter}", params)
+        conn.execute(
+            f"""INSERT INTO rollup_hourly (series_id, hour, quantity, event_count, min_quantity, max_quantity)
+                SELECT series_id, ts_us / 3600000000, sum(quantity), count(*), min(quantity), max(quantity)
+                FROM events WHERE ts_us >= :t0 AND ts_us < :t1 {series_filter}
+                GROUP BY series_id, ts_us / 3600000000""",
+            params,
+        )
+    names = _series_names(conn, {cell[0] for cell in cells})
+    return {
+        "repaired_cells": len(cells),
+        "changes": [
+            {"series": names.get(c[0], c[0]), "hour": _hour_text(c[1]),
+             "rollup_sum_before": _num(c[2]), "rollup_count_before": c[3] or 0,
+             "raw_sum": _num(c[6]), "raw_count": c[7] or 0}
+            for c in cells[:1000]
+        ],
+    }
+
+
+def _series_names(conn: sqlite3.Connection, ids: set) -> dict:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        "SELECT series_id, account_id, meter_id, model_id FROM series WHERE series_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(ids)),),
+    )
+    return {sid: "/".join(part for part in (acct, meter, model) if part) for sid, acct, meter, model in rows}
+
+
+def _hour_text(hour: int) -> str:
+    from usagebox_cli.timefmt import format_instant
+
+    return format_instant(hour * HOUR_US)
+
+
+def _num(value: Optional[int]):
+    return None if value is None else from_scaled(value)
+
+
+def _fmt(value: Optional[int]) -> str:
+    return "nothing" if value is None else str(from_scaled(value))
