@@ -150,6 +150,35 @@ def ingest_summary(summary: dict, fmt: str) -> None:
         notice(f"... and {hidden:,} more; use --rejects FILE to keep them all, or --json")
 
 
+def live(compute, columns: Sequence[str], seconds: float, title: str) -> dict:
+    """Re-run ``compute`` every ``seconds`` into a live table until Ctrl-C; return the last document."""
+    import time
+
+    from rich.live import Live
+    from rich.table import Table
+
+    def build(doc: dict):
+        grid = Table(title=f"{title} at {doc.get('at', '')}", caption=doc.get("currency"), header_style="bold")
+        for column in columns:
+            grid.add_column(column, justify="right" if any(is_number(r.get(column)) for r in doc["rows"]) else "left")
+        for record in doc["rows"]:
+            status = record.get("status")
+            style = "bold red" if status == "hard" else "yellow" if status == "soft" else None
+            grid.add_row(*[_human_cell(record.get(column)) for column in columns], style=style)
+        return grid
+
+    doc = compute()
+    try:
+        with Live(build(doc), console=_console(), auto_refresh=False) as view:
+            while True:
+                time.sleep(seconds)
+                doc = compute()
+                view.update(build(doc), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    return doc
+
+
 class Progress:
     """A Rich progress bar on stderr, only when stderr is a terminal."""
 

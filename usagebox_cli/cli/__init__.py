@@ -67,6 +67,7 @@ def output_format(fmt: str, as_json: bool) -> str:
 from usagebox_cli.cli import ingest as _ingest  # noqa: E402,F401  (registers commands)
 from usagebox_cli.cli import read as _read  # noqa: E402,F401
 from usagebox_cli.cli import integrity as _integrity  # noqa: E402,F401
+from usagebox_cli.cli import money as _money  # noqa: E402,F401
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -67,15 +67,17 @@ class Series:
 
 
 class Aggregate:
-    """Sum, count, min and max in millionths; merged from partials."""
+    """Sum, count, min and max in millionths, and cost when priced; merged from partials."""
 
-    __slots__ = ("sum", "count", "min", "max")
+    __slots__ = ("sum", "count", "min", "max", "cost", "unpriced")
 
     def __init__(self) -> None:
         self.sum = 0
         self.count = 0
         self.min: Optional[int] = None
         self.max: Optional[int] = None
+        self.cost = Decimal(0)
+        self.unpriced = 0
 
     def add(self, total: int, count: int, low: int, high: int) -> None:
         self.sum += total
@@ -84,6 +86,12 @@ class Aggregate:
             self.min = low
         if self.max is None or high > self.max:
             self.max = high
+
+    def price(self, total: int, rate: Optional[Decimal]) -> None:
+        if rate is None:
+            self.unpriced += total
+        else:
+            self.cost += total * rate
 
 
 def check_keys(group_by: Iterable[str], filters: dict[str, Any]) -> None:
@@ -153,8 +161,12 @@ def _dimensions(text: Optional[str], cache: dict) -> dict:
     return found
 
 
-def aggregate(conn: sqlite3.Connection, query: UsageQuery) -> tuple[list[str], dict[tuple, Aggregate], list[Series], Buckets]:
-    """Run the plan; return the group keys in order and an Aggregate per (group key, bucket)."""
+def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> tuple[list[str], dict[tuple, Aggregate], list[Series], Buckets]:
+    """Run the plan; return the group keys in order and an Aggregate per (group key, bucket).
+
+    ``rate_of`` (a Series -> money per millionth, or None) prices each series
+    once; its cost is accumulated at the partial (rollup) grain.
+    """
     check_keys(query.group_by, query.filters)
     if query.source not in SOURCES:
         raise CannotRun(f"--source must be rollup or raw, not {query.source!r}")
@@ -168,6 +180,7 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery) -> tuple[list[str], d
     for item in series:
         dims = _dimensions(item.dimensions, parsed) if needs_dimensions else {}
         key_of[item.series_id] = tuple(item.value(key, dims) for key in other_keys)
+    rates = {item.series_id: rate_of(item) for item in series} if rate_of is not None else None
     groups: dict[tuple, Aggregate] = {}
     if series and query.window.end_us > query.window.start_us:
         for series_id, bucket, total, count, low, high in _partials(conn, query, buckets, [s.series_id for s in series]):
@@ -179,6 +192,8 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery) -> tuple[list[str], d
             if found is None:
                 found = groups[slot] = Aggregate()
             found.add(total, count, low, high)
+            if rates is not None:
+                found.price(total, rates[series_id])
     return other_keys, groups, series, buckets
 
 
@@ -238,19 +253,20 @@ def _fetch(conn: sqlite3.Connection, sql: str, params: dict):
         raise
 
 
-def usage(conn: sqlite3.Connection, query: UsageQuery) -> dict:
+def usage(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> dict:
     """The document of ``usagebox usage`` / ``query``: window, source and sorted groups."""
-    other_keys, groups, _series, buckets = aggregate(conn, query)
+    other_keys, groups, _series, buckets = aggregate(conn, query, rate_of)
+    priced = rate_of is not None
     rows = []
     for (key, bucket), agg in groups.items():
         record: dict[str, Any] = {}
         values = iter(key)
         for name in query.group_by:
             record[name] = buckets.label(bucket) if name in TIME_BUCKETS else next(values)
-        record.update(metrics(agg, query.metrics))
+        record.update(metrics(agg, query.metrics, priced))
         rows.append((agg.sum, key, bucket, record))
     if not query.group_by and not rows:
-        rows.append((0, (), 0, metrics(Aggregate(), query.metrics)))
+        rows.append((0, (), 0, metrics(Aggregate(), query.metrics, priced)))
     rows.sort(key=lambda item: (-item[0], _sortable(item[1]), item[2]))
     return {
         "from": format_instant(query.window.start_us),
@@ -260,7 +276,7 @@ def usage(conn: sqlite3.Connection, query: UsageQuery) -> dict:
     }
 
 
-def metrics(agg: Aggregate, names: Iterable[str]) -> dict:
+def metrics(agg: Aggregate, names: Iterable[str], priced: bool = False) -> dict:
     out: dict[str, Any] = {}
     for name in names:
         if name == "sum":
@@ -273,6 +289,11 @@ def metrics(agg: Aggregate, names: Iterable[str]) -> dict:
             out["max"] = None if agg.max is None else from_scaled(agg.max)
         elif name == "avg":
             out["avg"] = average(agg.sum, agg.count)
+    if priced:
+        from usagebox_cli.ops.pricing import money
+
+        out["cost"] = money(agg.cost)
+        out["unpriced_sum"] = from_scaled(agg.unpriced)
     return out
 
 

@@ -1,0 +1,175 @@
+"""Money commands: budget, margin, reconcile."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from usagebox_cli.cli import app, db_path, output_format
+from usagebox_cli.cli.options import DbOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, ToOpt, TzOpt
+
+
+@app.command()
+def budget(
+    ctx: typer.Context,
+    budgets: Annotated[str, typer.Option("--budgets", help="Budgets file (TOML).", metavar="FILE", show_default=False)],
+    prices: Annotated[str, typer.Option("--prices", help="Price book (TOML).", metavar="FILE", show_default=False)],
+    at: Annotated[Optional[str], typer.Option("--at", help="Evaluate as of this time (default now).", show_default=False)] = None,
+    burn_window: Annotated[str, typer.Option("--burn-window", help="Window for the burn rate, e.g. 10m, 1h.")] = "10m",
+    fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 1 at this status or worse: hard or soft.")] = "hard",
+    watch: Annotated[Optional[float], typer.Option("--watch", help="Refresh a live table every SECONDS until Ctrl-C.", metavar="SECONDS", show_default=False)] = None,
+    fmt: FormatOpt = "table",
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Month-to-date spend against budgets: percent, headroom, burn rate, status.
+
+    Exit 1 when any account or cap is at or over its hard limit (--fail-on
+    soft: its soft limit too).  usagebox measures; the caller gates.
+
+    Example: usagebox budget --budgets examples/budgets.toml --prices examples/prices.toml
+    """
+    import time
+
+    from usagebox_cli import render
+    from usagebox_cli.errors import CannotRun
+    from usagebox_cli.ops.budget import BUDGET_COLUMNS, evaluate, load_budgets
+    from usagebox_cli.ops.pricing import load_price_book
+    from usagebox_cli.store.connection import connect
+    from usagebox_cli.timefmt import now_us
+    from usagebox_cli.timewindow import resolve, zone, parse_instant_arg
+
+    fmt = output_format(fmt, as_json)
+    if fail_on not in ("hard", "soft"):
+        raise CannotRun("--fail-on must be hard or soft")
+    if watch is not None and watch <= 0:
+        raise CannotRun("--watch needs a positive number of seconds")
+    window = resolve(last=burn_window)
+    burn_us = window.end_us - window.start_us
+    plan, book = load_budgets(budgets), load_price_book(prices)
+    conn = connect(db_path(ctx, db), create=False)
+
+    def run() -> dict:
+        at_us = parse_instant_arg(at, zone(None), now_us(), "--at") if at else now_us()
+        return evaluate(conn, plan, book, at_us, burn_us)
+
+    failing = {"hard"} if fail_on == "hard" else {"hard", "soft"}
+    if watch is not None:
+        doc = render.live(run, BUDGET_COLUMNS, watch, title="Budgets")
+    else:
+        doc = run()
+        if fmt == "table":
+            styles = {id(r): ("bold red" if r["status"] == "hard" else "yellow" if r["status"] == "soft" else None) for r in doc["rows"]}
+            render.table(doc["rows"], BUDGET_COLUMNS, title=f"Budgets at {doc['at']}", caption=doc["currency"], styles=styles)
+        else:
+            render.rows(doc["rows"], BUDGET_COLUMNS, fmt, wrapper={"currency": doc["currency"], "at": doc["at"]})
+    if any(row["status"] in failing for row in doc["rows"]):
+        raise typer.Exit(1)
+
+
+@app.command()
+def margin(
+    ctx: typer.Context,
+    cost_prices: Annotated[str, typer.Option("--cost-prices", help="What usage costs you (TOML price book).", metavar="FILE", show_default=False)],
+    by: Annotated[str, typer.Option("--by", help="Group by this field or dimension key, e.g. customer.", show_default=False)],
+    charge_prices: Annotated[Optional[str], typer.Option("--charge-prices", help="What you charge per unit (TOML price book).", metavar="FILE", show_default=False)] = None,
+    revenue: Annotated[Optional[str], typer.Option("--revenue", help="Revenue CSV with the --by column and amount.", metavar="CSV", show_default=False)] = None,
+    account: Annotated[Optional[str], typer.Option("--account", help="Only this account.", show_default=False)] = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    period: PeriodOpt = None,
+    last: LastOpt = None,
+    tz: TzOpt = None,
+    fmt: FormatOpt = "table",
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Revenue, cost, margin and margin percent per key, worst margin first.
+
+    Example: usagebox margin --cost-prices examples/prices.toml --revenue examples/revenue.csv --by customer --period 2026-06
+    """
+    from usagebox_cli import render
+    from usagebox_cli.ops.margin import MARGIN_COLUMNS, margin as run_margin
+    from usagebox_cli.ops.pricing import load_price_book
+    from usagebox_cli.store.connection import connect
+    from usagebox_cli.timewindow import resolve
+
+    fmt = output_format(fmt, as_json)
+    window = resolve(start, end, period, last, tz)
+    conn = connect(db_path(ctx, db), create=False)
+    doc = run_margin(conn, load_price_book(cost_prices), by, window, account,
+                     load_price_book(charge_prices) if charge_prices else None, revenue)
+    columns = (by,) + MARGIN_COLUMNS
+    if fmt == "table":
+        styles = {id(r): "bold red" for r in doc["rows"] if r["margin"] < 0}
+        total = dict(doc["total"], **{by: "TOTAL"})
+        render.table(doc["rows"] + [total], columns, title=f"Margin by {by}", caption=f"{doc['from']} → {doc['to']} · {doc['currency']} · negative margins in red", styles=styles)
+    elif fmt == "json":
+        render.document(doc)
+    else:
+        render.rows(doc["rows"], columns, fmt)
+
+
+@app.command()
+def reconcile(
+    ctx: typer.Context,
+    account: Annotated[Optional[str], typer.Argument(help="The account (default: all).", show_default=False)] = None,
+    invoice: Annotated[str, typer.Option("--invoice", help="Vendor invoice CSV: the --by column(s) and quantity or amount.", metavar="CSV", show_default=False)] = ...,  # type: ignore[assignment]
+    by: Annotated[Optional[list[str]], typer.Option("--by", help="The invoice's key column(s); repeat for several.", show_default=False)] = None,
+    prices: Annotated[Optional[str], typer.Option("--prices", help="Price book to turn invoice amounts into quantities.", metavar="FILE", show_default=False)] = None,
+    corrections_out: Annotated[Optional[str], typer.Option("--corrections-out", help="Write Correction events for the gaps (NDJSON).", metavar="FILE", show_default=False)] = None,
+    tolerance: Annotated[Optional[str], typer.Option("--tolerance", help="Exit 1 when any key's gap exceeds this percent.", metavar="PCT", show_default=False)] = None,
+    skip_verify: Annotated[bool, typer.Option("--skip-verify", help="Reconcile even if verify finds drift.")] = False,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    period: PeriodOpt = None,
+    last: LastOpt = None,
+    tz: TzOpt = None,
+    fmt: FormatOpt = "table",
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Compare a vendor invoice with the meter per key: metered, vendor, gap, gap %.
+
+    Runs verify first and refuses on drift.  gap = vendor - metered.
+
+    Example: usagebox reconcile acct_42 --invoice examples/invoice_quantity.csv --by model_id --period 2026-05
+    """
+    from decimal import Decimal, InvalidOperation
+
+    from usagebox_cli import render
+    from usagebox_cli.errors import CannotRun
+    from usagebox_cli.ops.pricing import load_price_book
+    from usagebox_cli.ops.reconcile import beyond_tolerance, reconcile as run_reconcile, write_corrections
+    from usagebox_cli.store.connection import connect
+    from usagebox_cli.timewindow import resolve
+
+    fmt = output_format(fmt, as_json)
+    limit = None
+    if tolerance is not None:
+        try:
+            limit = Decimal(tolerance.rstrip("%"))
+        except InvalidOperation:
+            raise CannotRun(f"--tolerance {tolerance!r} must be a percent, e.g. 0.5") from None
+    window = resolve(start, end, period, last, tz)
+    conn = connect(db_path(ctx, db), create=False)
+    doc, needs = run_reconcile(conn, account, invoice, list(by or []), window,
+                               load_price_book(prices) if prices else None, skip_verify)
+    if corrections_out:
+        written = write_corrections(corrections_out, doc, needs, window, account, invoice)
+        doc["corrections_written"] = written
+    columns = tuple(doc["by"]) + ("metered", "vendor", "gap", "gap_pct")
+    if fmt == "table":
+        styles = {id(r): "yellow" for r in doc["rows"] if r["gap"] != 0}
+        total = dict(doc["total"], **{doc["by"][0]: "TOTAL"})
+        render.table(doc["rows"] + [total], columns, title="Reconciliation (gap = vendor - metered)",
+                     caption=f"{doc['from']} → {doc['to']} · verify: {'ok' if doc['verify']['ok'] else 'DRIFT'}", styles=styles)
+        if corrections_out:
+            render.notice(f"wrote {doc['corrections_written']} Correction events to {corrections_out}; review, then ingest")
+    elif fmt == "json":
+        render.document(doc)
+    else:
+        render.rows(doc["rows"], columns, fmt)
+    if limit is not None and beyond_tolerance(doc, limit):
+        raise typer.Exit(1)
