@@ -44,6 +44,11 @@ def human_number(value: Any) -> str:
     return sign + grouped + ("." + fraction if fraction else "")
 
 
+def short_instant(text: str) -> str:
+    """A window edge for people: a bare date when it is midnight UTC."""
+    return text[:10] if text.endswith("T00:00:00Z") else text
+
+
 def cell_text(value: Any) -> str:
     if value is None:
         return ""

@@ -104,7 +104,7 @@ def margin(
     if fmt == "table":
         styles = {id(r): "bold red" for r in doc["rows"] if r["margin"] < 0}
         total = dict(doc["total"], **{by: "TOTAL"})
-        render.table(doc["rows"] + [total], columns, title=f"Margin by {by}", caption=f"{doc['from']} → {doc['to']} · {doc['currency']} · negative margins in red", styles=styles)
+        render.table(doc["rows"] + [total], columns, title=f"Margin by {by}", caption=f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} · {doc['currency']} · negative margins in red", styles=styles)
     elif fmt == "json":
         render.document(doc)
     else:
@@ -164,7 +164,7 @@ def reconcile(
         styles = {id(r): "yellow" for r in doc["rows"] if r["gap"] != 0}
         total = dict(doc["total"], **{doc["by"][0]: "TOTAL"})
         render.table(doc["rows"] + [total], columns, title="Reconciliation (gap = vendor - metered)",
-                     caption=f"{doc['from']} → {doc['to']} · verify: {'ok' if doc['verify']['ok'] else 'DRIFT'}", styles=styles)
+                     caption=f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} · verify: {'ok' if doc['verify']['ok'] else 'DRIFT'}", styles=styles)
         if corrections_out:
             render.notice(f"wrote {doc['corrections_written']} Correction events to {corrections_out}; review, then ingest")
     elif fmt == "json":

@@ -35,9 +35,8 @@ def render_usage(doc: dict, group_by: list[str], metric_names: list[str], fmt: s
     elif fmt in ("csv", "ndjson"):
         render.rows(doc["groups"], columns, fmt)
     else:
-        caption = f"{doc['from']} → {doc['to']} · source: {doc['source']}"
-        if doc.get("currency"):
-            caption += f" · {doc['currency']}"
+        caption = f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} ({doc['source']}"
+        caption += f", {doc['currency']})" if doc.get("currency") else ")"
         render.table(doc["groups"], columns, title=title, caption=caption)
 
 
