@@ -5,8 +5,8 @@ Deterministic (fixed seed), so the committed files are reproducible:
 
 acct_42, June 2026: 1,043 token events totalling 18,412,900 tokens
 (Opus 9,120,400 over 412 events, Sonnet 7,401,200 over 503, Haiku 1,891,300
-over 128) plus tool calls; May 2026: 321,640,000 tokens for the vendor
-reconciliation.  acct_7 (CSV): a smaller customer in June.
+over 128); May 2026: 321,640,000 tokens for the vendor
+reconciliation.  acct_7: a smaller customer in June (tokens in CSV, tool calls in NDJSON).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def june_tokens(rng: random.Random) -> list[dict]:
             })
     for quantity in split(rng, 1_890, 600):
         events.append({
-            "account_id": "acct_42", "meter_id": "tool_calls", "unit": "calls", "quantity": quantity,
+            "account_id": "acct_7", "meter_id": "tool_calls", "unit": "calls", "quantity": quantity,
             "timestamp": stamp(rng, start, end),
             "dimensions": {"customer": rng.choice(CUSTOMERS), "feature": "agent_tools"},
         })

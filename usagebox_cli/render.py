@@ -114,6 +114,8 @@ def _human_cell(value: Any) -> str:
 
     if is_number(value):
         return human_number(value)
+    if isinstance(value, list) and all(not isinstance(item, (dict, list)) for item in value):
+        return escape(", ".join(cell_text(item) for item in value))
     return escape(cell_text(value))
 
 

@@ -1,0 +1,29 @@
+"""The live schema, printed from the migrations, for the README.
+
+``python -m usagebox_cli.store.schema`` prints the SQL of a freshly migrated
+database; a test checks that the README's schema section equals it, so the
+documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def schema_sql() -> str:
+    from usagebox_cli.store.migrations import MIGRATIONS
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("BEGIN")
+    for step in MIGRATIONS:
+        step(conn)
+    conn.execute("COMMIT")
+    rows = conn.execute(
+        "SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
+        " ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, rowid"
+    )
+    return "\n".join(sql.strip() + ";" for _type, _name, sql in rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_sql(), end="")
