@@ -70,12 +70,33 @@ from usagebox_cli.cli import integrity as _integrity  # noqa: E402,F401
 from usagebox_cli.cli import money as _money  # noqa: E402,F401
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    import click
+def _click_exceptions():
+    """The click exception classes Typer raises: recent Typer vendors its own click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older Typer uses click itself
+        from click import exceptions
+    return exceptions
 
+
+def completion_script(shell: str) -> str:
+    """The completion script for bash, zsh or fish, from Typer's own templates."""
+    from typer._completion_shared import get_completion_script
+
+    return get_completion_script(prog_name="usagebox", complete_var="_USAGEBOX_COMPLETE", shell=shell)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
     from usagebox_cli import render
     from usagebox_cli.errors import UsageboxError
 
+    click = _click_exceptions()
+    exits = tuple({typer.Exit, getattr(click, "Exit", typer.Exit)})
+    aborts = tuple({typer.Abort, getattr(click, "Abort", typer.Abort)})
+    if "_USAGEBOX_COMPLETE" in os.environ:
+        from typer._completion_classes import completion_init
+
+        completion_init()
     command = typer.main.get_command(app)
     try:
         # Without standalone mode click returns the code of a raised Exit.
@@ -83,12 +104,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     except UsageboxError as exc:
         render.error(exc.message, exc.hint)
         code = exc.exit_code
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except aborts:
         render.error("aborted")
         code = 130
-    except click.exceptions.ClickException as exc:
+    except click.ClickException as exc:
         message = exc.format_message()
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:

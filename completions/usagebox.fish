@@ -1,0 +1,1 @@
+complete --command usagebox --no-files --arguments "(env _USAGEBOX_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) usagebox)" --condition "env _USAGEBOX_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) usagebox"
