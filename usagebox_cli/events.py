@@ -23,20 +23,13 @@ from typing import Annotated, Any, NamedTuple, Optional, Union
 from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
+from usagebox_cli.fields import (  # noqa: F401  (re-exported: the event vocabulary)
+    CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CODES, KIND_NAMES, RETRACTION, USAGE,
+)
 from usagebox_cli.quantity import QuantityError, to_scaled
 
-USAGE, CORRECTION, RETRACTION = 0, 1, 2
-KIND_NAMES = ("Usage", "Correction", "Retraction")
-KIND_CODES = {name.lower(): code for code, name in enumerate(KIND_NAMES)}
-
-FIELDS = (
-    "event_id", "account_id", "meter_id", "model_id", "product_id", "unit",
-    "quantity", "timestamp", "kind", "correction_ref", "dimensions",
-)
-FIELD_SET = frozenset(FIELDS)
 MAX_DIMENSIONS = 16
 MAX_DIMENSION_VALUE = 256
-DIMENSION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_US = timedelta(microseconds=1)

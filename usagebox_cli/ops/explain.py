@@ -17,7 +17,7 @@ from datetime import timezone
 from typing import Optional
 
 from usagebox_cli.errors import Refused
-from usagebox_cli.events import KIND_NAMES
+from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.store.connection import read_snapshot
 from usagebox_cli.store.planner import UsageQuery, usage

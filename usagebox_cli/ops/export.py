@@ -14,7 +14,7 @@ import sqlite3
 from typing import Iterator, Optional, TextIO
 
 from usagebox_cli import exactjson
-from usagebox_cli.events import KIND_NAMES
+from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.timefmt import format_ts
 from usagebox_cli.timewindow import Window

@@ -14,7 +14,7 @@ import sqlite3
 from typing import Optional
 
 from usagebox_cli.errors import Refused
-from usagebox_cli.events import KIND_NAMES
+from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.store.connection import write_transaction
 from usagebox_cli.timefmt import format_ts, now_us

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, Optional
 
 from usagebox_cli.errors import CannotRun, Refused
-from usagebox_cli.events import KIND_NAMES
+from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import SCALE, exact_text
 
 MATCH_FIELDS = ("account_id", "meter_id", "model_id", "product_id", "unit", "kind")

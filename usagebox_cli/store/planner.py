@@ -23,7 +23,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Iterable, Optional
 
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.events import DIMENSION_KEY, KIND_NAMES
+from usagebox_cli.fields import DIMENSION_KEY, KIND_NAMES
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Buckets, Window

@@ -1,0 +1,20 @@
+"""The event vocabulary shared by ingest and the read path.
+
+Kept apart from ``events`` (which needs pydantic) so that reading commands
+start without importing the validation machinery.
+"""
+
+from __future__ import annotations
+
+import re
+
+USAGE, CORRECTION, RETRACTION = 0, 1, 2
+KIND_NAMES = ("Usage", "Correction", "Retraction")
+KIND_CODES = {name.lower(): code for code, name in enumerate(KIND_NAMES)}
+
+FIELDS = (
+    "event_id", "account_id", "meter_id", "model_id", "product_id", "unit",
+    "quantity", "timestamp", "kind", "correction_ref", "dimensions",
+)
+FIELD_SET = frozenset(FIELDS)
+DIMENSION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
