@@ -10,14 +10,13 @@ over the soft fraction) or ``hard`` (at or over the hard fraction).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from datetime import timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Optional
 
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.ops.pricing import PriceBook, _decimal, money, pricer
+from usagebox_cli.ops.pricing import PriceBook, _decimal, load_toml, money, pricer
 from usagebox_cli.store.planner import UsageQuery, aggregate
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import HOUR_US, Window, from_us, month_start, next_month
@@ -43,15 +42,7 @@ class Budget:
 
 
 def load_budgets(path: str) -> list[Budget]:
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle, parse_float=Decimal)
-    except FileNotFoundError:
-        raise CannotRun(f"cannot read budgets file {path}: no such file") from None
-    except OSError as exc:
-        raise CannotRun(f"cannot read budgets file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CannotRun(f"{path} is not valid TOML: {exc}") from None
+    data = load_toml(path, "budgets file")
     unknown = sorted(set(data) - {"budget"})
     if unknown:
         raise CannotRun(f"{path}: unknown key {unknown[0]!r} (a budgets file has [[budget]] tables)")

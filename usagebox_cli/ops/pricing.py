@@ -91,17 +91,22 @@ def _decimal(value: Any, what: str, path: str) -> Decimal:
     raise CannotRun(f"{path}: {what} must be a decimal number (a string such as \"0.003\" keeps it exact)")
 
 
-def load_price_book(path: str) -> PriceBook:
-    """Read and check a TOML price book; errors name the file and the rule."""
+def load_toml(path: str, what: str) -> dict:
+    """A TOML file with every number read exactly (floats as Decimal)."""
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle, parse_float=Decimal)
+            return tomllib.load(handle, parse_float=Decimal)
     except FileNotFoundError:
-        raise CannotRun(f"cannot read price book {path}: no such file") from None
+        raise CannotRun(f"cannot read {what} {path}: no such file") from None
     except OSError as exc:
-        raise CannotRun(f"cannot read price book {path}: {exc.strerror or exc}") from None
+        raise CannotRun(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CannotRun(f"{path} is not valid TOML: {exc}") from None
+
+
+def load_price_book(path: str) -> PriceBook:
+    """Read and check a TOML price book; errors name the file and the rule."""
+    data = load_toml(path, "price book")
     unknown = sorted(set(data) - {"currency", "price"})
     if unknown:
         raise CannotRun(f"{path}: unknown key {unknown[0]!r} (a price book has currency and [[price]] tables)")

@@ -41,6 +41,18 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
         raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:60]}")
 
 
+def refuse_changes(table: str, message: str) -> str:
+    """SQL for the two triggers that make ``table`` append-only."""
+    return "".join(
+        f"""
+        CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} BEGIN
+            SELECT RAISE(ABORT, '{message}');
+        END;
+        """
+        for action in ("UPDATE", "DELETE")
+    )
+
+
 @migration
 def m001_events(conn: sqlite3.Connection) -> None:
     run_script(
@@ -114,12 +126,7 @@ def m001_events(conn: sqlite3.Connection) -> None:
                 max_quantity = max(max_quantity, excluded.max_quantity);
         END;
 
-        CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN
-            SELECT RAISE(ABORT, 'usage events are immutable: send a Correction or Retraction instead');
-        END;
-        CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN
-            SELECT RAISE(ABORT, 'usage events are immutable: send a Correction or Retraction instead');
-        END;
+""" + refuse_changes("events", "usage events are immutable: send a Correction or Retraction instead") + """
 
         CREATE TABLE conflicts (
             conflict_id  INTEGER PRIMARY KEY,
@@ -132,13 +139,7 @@ def m001_events(conn: sqlite3.Connection) -> None:
             detected_at  TEXT NOT NULL
         ) STRICT;
         CREATE INDEX conflicts_event_id ON conflicts(event_id);
-        CREATE TRIGGER conflicts_no_update BEFORE UPDATE ON conflicts BEGIN
-            SELECT RAISE(ABORT, 'the conflict log is append-only');
-        END;
-        CREATE TRIGGER conflicts_no_delete BEFORE DELETE ON conflicts BEGIN
-            SELECT RAISE(ABORT, 'the conflict log is append-only');
-        END;
-        """
+        """ + refuse_changes("conflicts", "the conflict log is append-only"),
     )
 
 
@@ -220,20 +221,9 @@ def m003_periods(conn: sqlite3.Connection) -> None:
             event_count  INTEGER NOT NULL
         ) STRICT;
         CREATE INDEX period_lines_period ON period_lines(period_id);
-
-        CREATE TRIGGER periods_no_update BEFORE UPDATE ON periods BEGIN
-            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
-        END;
-        CREATE TRIGGER periods_no_delete BEFORE DELETE ON periods BEGIN
-            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
-        END;
-        CREATE TRIGGER period_lines_no_update BEFORE UPDATE ON period_lines BEGIN
-            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
-        END;
-        CREATE TRIGGER period_lines_no_delete BEFORE DELETE ON period_lines BEGIN
-            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
-        END;
-        """,
+        """
+        + refuse_changes("periods", "a closed period is frozen: its snapshot never changes")
+        + refuse_changes("period_lines", "a closed period is frozen: its snapshot never changes"),
     )
 
 
