@@ -100,6 +100,7 @@ class ParsedLine(NamedTuple):
     event: Event
     extra: tuple[str, ...]
     fingerprint: Optional[int] = None
+    raw: Optional[str] = None  # the line as read, kept for the rejects file
 
 
 def parse_instant(text: Any, assume_utc: bool) -> int:
@@ -109,7 +110,8 @@ def parse_instant(text: Any, assume_utc: bool) -> int:
     if len(text) < 16 or text[4] != "-" or text[7] != "-" or text[10] not in "Tt ":
         raise EventInvalid(f"'timestamp' {text!r} is not an RFC 3339 date-time (e.g. 2026-06-16T10:14:05Z)")
     try:
-        instant = datetime.fromisoformat(text)
+        # RFC 3339 allows a lowercase z; fromisoformat does not.
+        instant = datetime.fromisoformat(text[:-1] + "Z" if text[-1] == "z" else text)
     except ValueError:
         raise EventInvalid(f"'timestamp' {text!r} is not an RFC 3339 date-time (e.g. 2026-06-16T10:14:05Z)") from None
     # fromisoformat would silently truncate a 7th fractional digit; only a
@@ -155,7 +157,10 @@ def canonical_dimensions(dimensions: dict[str, Any]) -> Optional[str]:
     if not dimensions:
         return None
     key = tuple(dimensions.items())
-    cached = _canonical_cache.get(key)
+    try:
+        cached = _canonical_cache.get(key)
+    except TypeError:  # a list or object value: not hashable, and invalid anyway
+        return _canonical_dimensions(dimensions)
     if cached is not None:
         return cached
     text = _canonical_dimensions(dimensions)
@@ -180,17 +185,16 @@ def _canonical_dimensions(dimensions: dict[str, Any]) -> str:
                 raise EventInvalid(f"dimension key {key!r} repeats a top-level field name")
             _known_dimension_keys.add(key)
         kind = type(value)
-        if kind is str:
-            if len(value) > MAX_DIMENSION_VALUE:
-                raise EventInvalid(f"dimension {key!r} is longer than {MAX_DIMENSION_VALUE} characters")
-        elif kind is bool:
+        if kind is bool:
             value = "true" if value else "false"
         elif kind is int:
             value = str(value)
-        else:
+        elif kind is not str:
             raise EventInvalid(
                 f"dimension {key!r} must be a string, integer or boolean, got {_json_type(value)}"
             )
+        if len(value) > MAX_DIMENSION_VALUE:
+            raise EventInvalid(f"dimension {key!r} is longer than {MAX_DIMENSION_VALUE} characters")
         clean[key] = value
     return json.dumps(dict(sorted(clean.items())), ensure_ascii=False, separators=(",", ":"))
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable, Optional, TextIO
 
+from usagebox_cli import exactjson
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.events import EventInvalid, ParsedLine, normalize
 from usagebox_cli.sources import TOO_LONG, MAX_LINE_BYTES, CsvRows, Source, iter_lines
@@ -110,6 +111,32 @@ def parse_record(record, extra_mode: str, assume_utc: bool) -> ParsedLine | Reje
         return Rejection(str(exc), event_id if type(event_id) is str else None)
 
 
+_BAD_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def _unstorable_text(value) -> str | None:
+    """A reason when a string inside the record holds a NUL or a lone surrogate."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "text contains a NUL character (\\u0000), which usagebox does not store"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not valid Unicode"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unstorable_text(key) or _unstorable_text(item)
+            if found:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = _unstorable_text(item)
+            if found:
+                return found
+    return None
+
+
 def parse_ndjson_line(raw: bytes, extra_mode: str, assume_utc: bool, fingerprint: int | None = None) -> ParsedLine | Rejection:
     """One NDJSON line to a parsed event or a rejection with a reason a person can act on."""
     try:
@@ -123,11 +150,21 @@ def parse_ndjson_line(raw: bytes, extra_mode: str, assume_utc: bool, fingerprint
     except RecursionError:
         return Rejection("invalid JSON: nested too deeply", raw=text[:200])
     except ValueError as exc:
+        if "Exceeds the limit" in str(exc):
+            return Rejection("invalid JSON: a number has more than 4300 digits (a quantity must be below 10^12)", raw=text)
         return Rejection(f"invalid JSON: {exc}", raw=text)
+    # Escapes can smuggle in text SQLite and UTF-8 cannot hold: a NUL (SQLite's
+    # JSON functions cut text there) or half of a surrogate pair.  Only lines
+    # that contain such an escape pay for the check.
+    if "\\u" in text and _BAD_ESCAPE.search(text):
+        problem = _unstorable_text(record)
+        if problem:
+            event_id = record.get("event_id") if type(record) is dict else None
+            return Rejection(problem, event_id if type(event_id) is str and event_id.isprintable() else None, raw=text)
     parsed = parse_record(record, extra_mode, assume_utc)
     if type(parsed) is Rejection:
         return parsed._replace(raw=text)
-    return parsed._replace(fingerprint=fingerprint) if fingerprint is not None else parsed
+    return parsed._replace(fingerprint=fingerprint, raw=text)
 
 
 class _Fingerprints:
@@ -214,9 +251,7 @@ def _parse_source(source: Source, options: IngestOptions, emit: Callable[[list[I
                 batch.append((line, Rejection(row)))
             else:
                 parsed = parse_record(row, extra_mode, assume_utc)
-                if type(parsed) is Rejection:
-                    parsed = parsed._replace(raw=json.dumps(row, ensure_ascii=False))
-                batch.append((line, parsed))
+                batch.append((line, parsed._replace(raw=json.dumps(row, ensure_ascii=False))))
             if len(batch) >= BATCH_LINES:
                 emit(batch)
                 batch = []
@@ -314,6 +349,8 @@ def ingest(
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
     if options.input_format not in ("auto", "ndjson", "csv"):
         raise CannotRun("--input-format must be auto, ndjson or csv")
+    if options.rejects_path:
+        _check_rejects_path(options.rejects_path, paths)
     sources = open_sources(paths, options.input_format)
     rejects: Optional[TextIO] = None
     try:
@@ -412,6 +449,20 @@ def _run(conn, sources, options, progress, rejects) -> IngestSummary:
     return summary
 
 
+def _check_rejects_path(rejects: str, paths: list[str]) -> None:
+    """Refuse a --rejects file that is one of the inputs: opening it would erase the input."""
+    import os
+
+    for path in paths:
+        if path == "-":
+            continue
+        try:
+            if os.path.samefile(rejects, path):
+                raise CannotRun(f"--rejects {rejects} is also an input file; choose another path")
+        except OSError:
+            continue
+
+
 def _file_path(conn: sqlite3.Connection) -> str | None:
     """The main database's file, or None for an in-memory one."""
     for _, name, path in conn.execute("PRAGMA database_list"):
@@ -427,7 +478,7 @@ def _tally(summary: IngestSummary, outcome, rejects: Optional[TextIO]) -> None:
     summary.rejected += outcome.rejected
     for error in outcome.errors:
         if rejects is not None:
-            rejects.write(json.dumps(error, ensure_ascii=False) + "\n")
+            rejects.write(exactjson.dumps(error) + "\n")
         if len(summary.errors) < MAX_REPORTED_ERRORS:
             summary.errors.append({key: error[key] for key in ("source", "line", "event_id", "outcome", "reason")})
         else:

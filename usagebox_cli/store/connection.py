@@ -49,6 +49,10 @@ def connect(path: str | os.PathLike, *, create: bool = True) -> sqlite3.Connecti
     except sqlite3.Error as exc:
         raise CannotRun(f"cannot open database {path}: {exc}") from None
     try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Identify the file before changing anything in it: a foreign database
+        # must be refused byte-for-byte untouched (no switch to WAL).
+        migrations.check_file(conn, path)
         _configure(conn)
         migrations.migrate(conn, path)
     except sqlite3.DatabaseError as exc:

@@ -251,6 +251,11 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
 
+def check_file(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a file that is not (and cannot become) a usagebox database; reads only."""
+    _check_ours(conn, path, *_version(conn))
+
+
 def _version(conn: sqlite3.Connection) -> tuple[int, int]:
     return conn.execute("PRAGMA user_version").fetchone()[0], conn.execute("PRAGMA application_id").fetchone()[0]
 
@@ -266,5 +271,5 @@ def _check_ours(conn: sqlite3.Connection, path: str, version: int, app_id: int) 
             )
         return
     tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-    if app_id != 0 or tables:
+    if app_id != 0 or tables or version != 0:
         raise NotADatabase(f"{path} is a SQLite database, but not a usagebox database")

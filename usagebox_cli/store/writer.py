@@ -193,7 +193,7 @@ class IngestWriter:
                     event_id, exactjson.dumps(event_document(known)), exactjson.dumps(event_document(event)),
                     ",".join(differences), segment_id, line,
                 ))
-                errors.append(_error(label, line, event_id, "conflict", reason))
+                errors.append(_error(label, line, event_id, "conflict", reason, item.raw))
                 continue
             reason = target_error
             if reason is None and item.extra and extra_mode == "reject":
@@ -207,7 +207,7 @@ class IngestWriter:
                 reason = self.closed_periods.refuses(event)
             if reason is not None:
                 outcome.rejected += 1
-                errors.append(_error(label, line, event_id, "rejected", reason))
+                errors.append(_error(label, line, event_id, "rejected", reason, item.raw))
                 continue
             fresh[event_id] = event
             if event.kind == RETRACTION:
