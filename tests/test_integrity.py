@@ -579,13 +579,14 @@ def test_verify_names_a_tampered_rollup_cell_and_repair_rebuilds_it(cli, db, tmp
     assert (report["rollup_sum"], report["raw_sum"], report["drift"]) == (397, 390, 7)
     assert (report["rollup_count"], report["raw_count"]) == (3, 3)
     cell = f"{OPUS_SERIES} hour 2026-06-16T10:00:00Z: rollup 357 (2 events) vs raw 350 (2 events)"
-    assert report["errors"] == ["window: rollup 397 (3 events) vs raw 390 (3 events)", cell]
+    assert report["errors"] == ["window (hourly rollup): rollup 397 (3 events) vs raw 390 (3 events)", cell]
+    assert report["tiers"]["daily"] == {"rollup_sum": 390, "rollup_count": 3}  # the daily tier was not touched
     assert f"drift: {cell}" in result.stderr.splitlines()
 
     result = cli("verify", "--period", JUNE, "--repair", "--json")
     assert result.returncode == 0, result
     repaired = doc(result)
-    assert repaired["repair"] == {"repaired_cells": 1, "changes": [{
+    assert repaired["repair"] == {"repaired_cells": 1, "repaired_daily_cells": 0, "changes": [{
         "series": OPUS_SERIES, "hour": "2026-06-16T10:00:00Z",
         "rollup_sum_before": 357, "rollup_count_before": 2, "raw_sum": 350, "raw_count": 2,
     }]}
@@ -606,7 +607,7 @@ def test_verify_names_a_missing_rollup_cell(cli, db, tmp_path):
     result = cli("verify", "acct_42", "--period", JUNE, "--json")
     assert result.returncode == 1, result
     assert doc(result)["errors"] == [
-        "window: rollup 350 (2 events) vs raw 390 (3 events)",
+        "window (hourly rollup): rollup 350 (2 events) vs raw 390 (3 events)",
         "acct_42/claude_tokens/claude-sonnet-4-5 hour 2026-06-16T11:00:00Z: rollup nothing (0 events) vs raw 40 (1 events)",
     ]
     assert cli("verify", "acct_42", "--period", JUNE, "--repair").returncode == 0
@@ -633,9 +634,12 @@ def test_tampered_raw_event_in_a_closed_month_fails_verify_and_repair_cannot_hid
     report = doc(result)
     assert report["ok"] is False
     assert (report["rollup_sum"], report["raw_sum"], report["drift"]) == (390, 391, -1)
+    # Both rollup tiers were kept by triggers from the original event, so both disagree with it now.
     assert report["errors"] == [
-        "window: rollup 390 (3 events) vs raw 391 (3 events)",
+        "window (hourly rollup): rollup 390 (3 events) vs raw 391 (3 events)",
+        "window (daily rollup): rollup 390 (3 events) vs raw 391 (3 events)",
         f"{OPUS_SERIES} hour 2026-06-16T10:00:00Z: rollup 350 (2 events) vs raw 351 (2 events)",
+        f"{OPUS_SERIES} day 2026-06-16: rollup 350 (2 events) vs raw 351 (2 events)",
         period_error,
     ]
     assert report["periods"] == bad_period
@@ -644,7 +648,8 @@ def test_tampered_raw_event_in_a_closed_month_fails_verify_and_repair_cannot_hid
     result = cli("verify", "--period", JUNE, "--repair", "--json")
     assert result.returncode == 1, result
     repaired = doc(result)
-    assert repaired["repair"]["repaired_cells"] == 1
+    assert repaired["repair"]["repaired_cells"] == 2  # the hour cell and the day cell
+    assert repaired["repair"]["repaired_daily_cells"] == 1
     assert repaired["drift"] == 0
     assert repaired["periods"] == bad_period
     assert repaired["errors"] == [period_error]

@@ -17,11 +17,12 @@ from typing import Optional
 
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.pricing import PriceBook, _decimal, load_toml, money, pricer
+from usagebox_cli.quantity import from_scaled
 from usagebox_cli.store.planner import UsageQuery, aggregate
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import HOUR_US, Window, from_us, month_start, next_month
 
-BUDGET_COLUMNS = ("account_id", "scope", "spend", "budget", "pct", "headroom", "burn_per_hour", "projected_hard_at", "status")
+BUDGET_COLUMNS = ("account_id", "scope", "spend", "budget", "pct", "headroom", "burn_per_hour", "projected_hard_at", "status", "unpriced_sum")
 SCOPE_KEYS = ("meter_id", "model_id", "dimensions")
 
 
@@ -90,10 +91,11 @@ def load_budgets(path: str) -> list[Budget]:
     return budgets
 
 
-def _cost(conn, account: str, scope: dict, window: Window, rate_of) -> Decimal:
+def _cost(conn, account: str, scope: dict, window: Window, rate_of) -> tuple[Decimal, int]:
+    """Cost and unpriced quantity (millionths) of an account's scope in a window."""
     query = UsageQuery(window=window, accounts=[account], filters=scope, metrics=["sum"])
     _keys, groups, _series, _buckets = aggregate(conn, query, rate_of)
-    return sum((agg.cost for agg in groups.values()), Decimal(0))
+    return sum((agg.cost for agg in groups.values()), Decimal(0)), sum(agg.unpriced for agg in groups.values())
 
 
 def evaluate(conn, budgets: list[Budget], book: PriceBook, at_us: int, burn_window_us: int) -> dict:
@@ -107,8 +109,8 @@ def evaluate(conn, budgets: list[Budget], book: PriceBook, at_us: int, burn_wind
     for budget in budgets:
         targets = [("account", {}, budget.monthly)] + [(cap.label, cap.scope, cap.monthly) for cap in budget.caps]
         for scope_label, scope, monthly in targets:
-            spend = _cost(conn, budget.account_id, scope, month, rate_of)
-            burned = _cost(conn, budget.account_id, scope, recent, rate_of)
+            spend, unpriced = _cost(conn, budget.account_id, scope, month, rate_of)
+            burned, _ = _cost(conn, budget.account_id, scope, recent, rate_of)
             hours = Decimal(recent.end_us - recent.start_us) / HOUR_US if recent.end_us > recent.start_us else Decimal(0)
             burn = burned / hours if hours else Decimal(0)
             hard_limit = monthly * budget.hard
@@ -129,5 +131,6 @@ def evaluate(conn, budgets: list[Budget], book: PriceBook, at_us: int, burn_wind
                 "burn_per_hour": money(burn.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)),
                 "projected_hard_at": projected,
                 "status": status,
+                "unpriced_sum": from_scaled(unpriced),
             })
     return {"currency": book.currency, "at": format_instant(at_us), "rows": rows}

@@ -26,7 +26,7 @@ from usagebox_cli.quantity import SCALE, exact_text
 
 MATCH_FIELDS = ("account_id", "meter_id", "model_id", "product_id", "unit", "kind")
 RULE_KEYS = set(MATCH_FIELDS) | {"dimensions", "unit_price", "per", "note"}
-MONEY = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
+MONEY = decimal.Context(prec=120, rounding=decimal.ROUND_HALF_EVEN)
 
 
 @dataclass(frozen=True)

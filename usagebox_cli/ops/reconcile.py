@@ -73,7 +73,7 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
             hint="run usagebox verify --repair, or pass --skip-verify",
         )
     query = UsageQuery(window=window, accounts=None if account is None else [account], group_by=list(by), metrics=["sum"])
-    _keys, groups, series, _buckets = aggregate(conn, query)
+    _keys, groups, series, _buckets = aggregate(conn, query, full_series=True)  # prices may name dimensions
     metered = {key: agg.sum for (key, _bucket), agg in groups.items()}
     members: dict[tuple, list] = {}
     if series:
@@ -171,10 +171,12 @@ def write_corrections(path: str, doc: dict, needs: dict, window: Window, account
 
 
 def beyond_tolerance(doc: dict, tolerance: Decimal) -> bool:
+    """Any key whose exact gap (not the two-decimal gap_pct) exceeds ``tolerance`` percent."""
     for row in doc["rows"]:
-        if row["gap_pct"] is None:
-            if row["gap"] != 0:
+        gap, metered = Decimal(row["gap"]), Decimal(row["metered"])
+        if metered == 0:
+            if gap != 0:
                 return True
-        elif abs(row["gap_pct"]) > tolerance:
+        elif abs(gap) * 100 > tolerance * abs(metered):
             return True
     return False

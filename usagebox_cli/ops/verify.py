@@ -37,16 +37,25 @@ class VerifyContext:
 
 
 def check_totals(ctx: VerifyContext) -> list[VerifyError]:
-    """Window totals (and groups) from the rollup plan against a raw scan."""
+    """Window totals (and groups) from each rollup tier's plan against a raw scan.
+
+    The hourly plan and the daily plan (whole days from ``rollup_daily``) are
+    both checked; the report shows the one that disagrees with raw, if any.
+    """
     group_by = [ctx.group_by] if ctx.group_by else []
     accounts = None if ctx.account is None else [ctx.account]
     results = {}
-    for source in ("rollup", "raw"):
+    for name, source, use_daily in (("hourly", "rollup", False), ("daily", "rollup", True), ("raw", "raw", False)):
         query = UsageQuery(window=ctx.window, accounts=accounts, group_by=group_by, source=source, metrics=["sum", "count"])
-        _keys, groups, _series, buckets = aggregate(ctx.conn, query)
-        results[source] = ({(key, bucket): agg for (key, bucket), agg in groups.items()}, buckets)
-    rollup, buckets = results["rollup"]
+        _keys, groups, _series, buckets = aggregate(ctx.conn, query, use_daily=use_daily)
+        results[name] = ({(key, bucket): agg for (key, bucket), agg in groups.items()}, buckets)
     raw, _ = results["raw"]
+    summary = {name: (sum(a.sum for a in results[name][0].values()), sum(a.count for a in results[name][0].values()))
+               for name in ("hourly", "daily")}
+    ctx.report["tiers"] = {name: {"rollup_sum": from_scaled(q), "rollup_count": n} for name, (q, n) in summary.items()}
+    raw_total = (sum(a.sum for a in raw.values()), sum(a.count for a in raw.values()))
+    tier = "hourly" if summary["hourly"] != raw_total or summary["daily"] == raw_total else "daily"
+    rollup, buckets = results[tier]
     rollup_sum, raw_sum = sum(a.sum for a in rollup.values()), sum(a.sum for a in raw.values())
     rollup_count, raw_count = sum(a.count for a in rollup.values()), sum(a.count for a in raw.values())
     ctx.report.update({
@@ -67,8 +76,16 @@ def check_totals(ctx: VerifyContext) -> list[VerifyError]:
             if r_sum != w_sum or r_count != w_count:
                 errors.append(VerifyError(f"{ctx.group_by}={label}", f"rollup {from_scaled(r_sum)} ({r_count} events) vs raw {from_scaled(w_sum)} ({w_count} events)"))
         ctx.report["groups"] = rows
-    elif rollup_sum != raw_sum or rollup_count != raw_count:
-        errors.append(VerifyError("window", f"rollup {from_scaled(rollup_sum)} ({rollup_count} events) vs raw {from_scaled(raw_sum)} ({raw_count} events)"))
+    else:
+        for name, (q, n) in summary.items():
+            if (q, n) != raw_total:
+                errors.append(VerifyError(f"window ({name} rollup)", f"rollup {from_scaled(q)} ({n} events) vs raw {from_scaled(raw_sum)} ({raw_count} events)"))
+    if group_by:
+        other = "daily" if tier == "hourly" else "hourly"
+        if results[other][0].keys() != raw.keys() or any(
+            (results[other][0][k].sum, results[other][0][k].count) != (raw[k].sum, raw[k].count) for k in raw
+        ):
+            errors.append(VerifyError(f"groups ({other} rollup)", "the groups read through this rollup tier differ from raw events"))
     return errors
 
 
@@ -102,6 +119,40 @@ def drifting_cells(conn: sqlite3.Connection, account: Optional[str], window: Win
     return rows
 
 
+DAY_US = 24 * HOUR_US
+
+
+def drifting_daily_cells(conn: sqlite3.Connection, account: Optional[str], window: Window) -> list[tuple]:
+    """Like ``drifting_cells`` for ``rollup_daily``: (base_id, day, rollup q/n/lo/hi, raw q/n/lo/hi)."""
+    first, last = window.start_us // DAY_US, -(-window.end_us // DAY_US)
+    account_filter = "" if account is None else "AND s.account_id = :account"
+    base_filter = "" if account is None else "AND base_id IN (SELECT series_id FROM series WHERE account_id = :account)"
+    params = {"d0": first, "d1": last, "t0": first * DAY_US, "t1": last * DAY_US, "account": account}
+    return conn.execute(
+        f"""
+        WITH raw AS (
+            SELECT s.base_id, e.ts_us / 86400000000 AS day, sum(e.quantity) AS q, count(*) AS n,
+                   min(e.quantity) AS lo, max(e.quantity) AS hi
+            FROM events e JOIN series s ON s.series_id = e.series_id
+            WHERE e.ts_us >= :t0 AND e.ts_us < :t1 {account_filter}
+            GROUP BY s.base_id, e.ts_us / 86400000000
+        ),
+        roll AS (
+            SELECT base_id, day, quantity AS q, event_count AS n, min_quantity AS lo, max_quantity AS hi
+            FROM rollup_daily WHERE day >= :d0 AND day < :d1 {base_filter}
+        )
+        SELECT r.base_id, r.day, r.q, r.n, r.lo, r.hi, w.q, w.n, w.lo, w.hi
+            FROM roll r LEFT JOIN raw w ON w.base_id = r.base_id AND w.day = r.day
+            WHERE w.q IS NOT r.q OR w.n IS NOT r.n OR w.lo IS NOT r.lo OR w.hi IS NOT r.hi
+        UNION ALL
+        SELECT w.base_id, w.day, NULL, NULL, NULL, NULL, w.q, w.n, w.lo, w.hi
+            FROM raw w LEFT JOIN roll r ON r.base_id = w.base_id AND r.day = w.day
+            WHERE r.base_id IS NULL
+        """,
+        params,
+    ).fetchall()
+
+
 def _series_filter(conn: sqlite3.Connection, account: Optional[str]) -> tuple[str, dict]:
     if account is None:
         return "", {}
@@ -110,22 +161,25 @@ def _series_filter(conn: sqlite3.Connection, account: Optional[str]) -> tuple[st
 
 
 def check_rollup_cells(ctx: VerifyContext) -> list[VerifyError]:
-    """Every hourly rollup cell the window touches against the raw events of that hour."""
-    cells = drifting_cells(ctx.conn, ctx.account, ctx.window)
-    if not cells:
-        return []
-    names = _series_names(ctx.conn, {cell[0] for cell in cells[:MAX_NAMED_CELLS]})
+    """Every hourly and daily rollup cell the window touches against the raw events behind it."""
     errors = []
-    for cell in cells[:MAX_NAMED_CELLS]:
-        series_id, hour, r_q, r_n, _, _, w_q, w_n, _, _ = cell
-        stamp = _hour_text(hour)
-        errors.append(VerifyError(
-            f"{names.get(series_id, series_id)} hour {stamp}",
-            f"rollup {_fmt(r_q)} ({r_n or 0} events) vs raw {_fmt(w_q)} ({w_n or 0} events)",
-        ))
-    if len(cells) > MAX_NAMED_CELLS:
-        errors.append(VerifyError("rollup", f"... and {len(cells) - MAX_NAMED_CELLS} more drifting hour cells"))
-    ctx.report["drifting_cells"] = len(cells)
+    total = 0
+    for label, cells, unit_us, stamp in (
+        ("hour", drifting_cells(ctx.conn, ctx.account, ctx.window), HOUR_US, _hour_text),
+        ("day", drifting_daily_cells(ctx.conn, ctx.account, ctx.window), DAY_US, _day_text),
+    ):
+        total += len(cells)
+        names = _series_names(ctx.conn, {cell[0] for cell in cells[:MAX_NAMED_CELLS]})
+        for cell in cells[:MAX_NAMED_CELLS]:
+            series_id, when, r_q, r_n, _, _, w_q, w_n, _, _ = cell
+            errors.append(VerifyError(
+                f"{names.get(series_id, series_id)} {label} {stamp(when)}",
+                f"rollup {_fmt(r_q)} ({r_n or 0} events) vs raw {_fmt(w_q)} ({w_n or 0} events)",
+            ))
+        if len(cells) > MAX_NAMED_CELLS:
+            errors.append(VerifyError("rollup", f"... and {len(cells) - MAX_NAMED_CELLS} more drifting {label} cells"))
+    if total:
+        ctx.report["drifting_cells"] = total
     return errors
 
 
@@ -170,9 +224,12 @@ def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, gro
 
 
 def repair(conn: sqlite3.Connection, account: Optional[str], window: Window) -> dict:
-    """Rebuild the rollup hours the window touches from raw events, in one transaction."""
+    """Rebuild the rollup hours and days the window touches from raw events, in one transaction."""
     first, last = window.start_us // HOUR_US, -(-window.end_us // HOUR_US)
     with write_transaction(conn):
+        daily = drifting_daily_cells(conn, account, window)
+        if daily:
+            _rebuild_days(conn, account, window)
         cells = drifting_cells(conn, account, window)
         series_filter, params = _series_filter(conn, account)
         params.update({"h0": first, "h1": last, "t0": first * HOUR_US, "t1": last * HOUR_US})
@@ -186,7 +243,8 @@ def repair(conn: sqlite3.Connection, account: Optional[str], window: Window) -> 
         )
     names = _series_names(conn, {cell[0] for cell in cells})
     return {
-        "repaired_cells": len(cells),
+        "repaired_cells": len(cells) + len(daily),
+        "repaired_daily_cells": len(daily),
         "changes": [
             {"series": names.get(c[0], c[0]), "hour": _hour_text(c[1]),
              "rollup_sum_before": _num(c[2]), "rollup_count_before": c[3] or 0,
@@ -194,6 +252,28 @@ def repair(conn: sqlite3.Connection, account: Optional[str], window: Window) -> 
             for c in cells[:1000]
         ],
     }
+
+
+def _rebuild_days(conn: sqlite3.Connection, account: Optional[str], window: Window) -> None:
+    first, last = window.start_us // DAY_US, -(-window.end_us // DAY_US)
+    account_filter = "" if account is None else "AND s.account_id = :account"
+    base_filter = "" if account is None else "AND base_id IN (SELECT series_id FROM series WHERE account_id = :account)"
+    params = {"d0": first, "d1": last, "t0": first * DAY_US, "t1": last * DAY_US, "account": account}
+    conn.execute(f"DELETE FROM rollup_daily WHERE day >= :d0 AND day < :d1 {base_filter}", params)
+    conn.execute(
+        f"""INSERT INTO rollup_daily (base_id, day, quantity, event_count, min_quantity, max_quantity)
+            SELECT s.base_id, e.ts_us / 86400000000, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)
+            FROM events e JOIN series s ON s.series_id = e.series_id
+            WHERE e.ts_us >= :t0 AND e.ts_us < :t1 {account_filter}
+            GROUP BY s.base_id, e.ts_us / 86400000000""",
+        params,
+    )
+
+
+def _day_text(day: int) -> str:
+    from usagebox_cli.timefmt import format_instant
+
+    return format_instant(day * DAY_US)[:10]
 
 
 def _series_names(conn: sqlite3.Connection, ids: set) -> dict:

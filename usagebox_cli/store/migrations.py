@@ -227,6 +227,77 @@ def m003_periods(conn: sqlite3.Connection) -> None:
     )
 
 
+def series_identity(key: tuple) -> str:
+    """The unique text of a series key (account, meter, model, product, unit, kind, dimensions)."""
+    import json
+
+    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
+
+
+@migration
+def m004_daily_base_rollup(conn: sqlite3.Connection) -> None:
+    """A daily rollup per *base* series (a series without its dimensions).
+
+    Dimension sets multiply series: with a few low-cardinality dimensions most
+    (series, hour) cells hold one event, so the hourly rollup is as large as
+    the events.  Queries that neither group nor filter by a dimension read
+    whole UTC days from this table instead: one row per account, meter,
+    model, product, unit, kind and day.
+    """
+    run_script(
+        conn,
+        """
+        ALTER TABLE series ADD COLUMN base_id INTEGER REFERENCES series(series_id);
+        CREATE INDEX series_base ON series(base_id);
+
+        CREATE TABLE rollup_daily (
+            base_id      INTEGER NOT NULL,       -- series_id of the series without dimensions
+            day          INTEGER NOT NULL,       -- ts_us / 86400000000 (UTC days)
+            quantity     INTEGER NOT NULL CHECK (typeof(quantity) = 'integer'),
+            event_count  INTEGER NOT NULL,
+            min_quantity INTEGER NOT NULL,
+            max_quantity INTEGER NOT NULL,
+            PRIMARY KEY (base_id, day)
+        ) STRICT, WITHOUT ROWID;
+        """,
+    )
+    # Backfill the base series (identities are made by the same Python code
+    # the ingest writer uses, so they match exactly).
+    rows = conn.execute("SELECT series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions FROM series").fetchall()
+    known = {row[1:]: row[0] for row in rows}
+    for series_id, *fields in rows:
+        base_key = tuple(fields[:6]) + (None,)
+        if base_key not in known:
+            cursor = conn.execute(
+                "INSERT INTO series (identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (series_identity(base_key), *base_key[:6]),
+            )
+            known[base_key] = cursor.lastrowid
+    for key, series_id in known.items():
+        conn.execute("UPDATE series SET base_id = ? WHERE series_id = ?", (known[key[:6] + (None,)], series_id))
+    run_script(
+        conn,
+        """
+        INSERT INTO rollup_daily (base_id, day, quantity, event_count, min_quantity, max_quantity)
+            SELECT s.base_id, e.ts_us / 86400000000, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)
+            FROM events e JOIN series s ON s.series_id = e.series_id
+            GROUP BY s.base_id, e.ts_us / 86400000000;
+
+        CREATE TRIGGER events_rollup_daily AFTER INSERT ON events BEGIN
+            INSERT INTO rollup_daily (base_id, day, quantity, event_count, min_quantity, max_quantity)
+            VALUES ((SELECT base_id FROM series WHERE series_id = NEW.series_id), NEW.ts_us / 86400000000,
+                    NEW.quantity, 1, NEW.quantity, NEW.quantity)
+            ON CONFLICT (base_id, day) DO UPDATE SET
+                quantity = quantity + excluded.quantity,
+                event_count = event_count + 1,
+                min_quantity = min(min_quantity, excluded.min_quantity),
+                max_quantity = max(max_quantity, excluded.max_quantity);
+        END;
+        """,
+    )
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
     from usagebox_cli.store.connection import APPLICATION_ID, write_transaction

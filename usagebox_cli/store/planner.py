@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
+import decimal
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Iterable, Optional
 
@@ -33,6 +34,9 @@ METRICS = ("sum", "count", "min", "max", "avg")
 SOURCES = ("rollup", "raw")
 _NOT_KEYS = {"event_id", "quantity", "timestamp", "correction_ref", "dimensions", "segment_id", "line"}
 _SIX_PLACES = Decimal("0.000001")
+# Money never rounds: 120 digits hold any quantity below 10^12 times any
+# price a book can state; Inexact would be raised rather than rounding.
+EXACT_MONEY = decimal.Context(prec=120)
 
 
 @dataclass
@@ -91,7 +95,7 @@ class Aggregate:
         if rate is None:
             self.unpriced += total
         else:
-            self.cost += total * rate
+            self.cost = EXACT_MONEY.add(self.cost, EXACT_MONEY.multiply(Decimal(total), rate))
 
 
 def check_keys(group_by: Iterable[str], filters: dict[str, Any]) -> None:
@@ -119,15 +123,19 @@ def _check_key(key: str, flag: str) -> None:
         raise CannotRun(f"{flag} {key!r} is not a field or dimension key")
 
 
-def select_series(conn: sqlite3.Connection, accounts: Optional[list[str]], filters: dict[str, list[str]]) -> list[Series]:
-    """The series of the given accounts that pass every filter."""
-    if accounts is None:
-        rows = conn.execute("SELECT * FROM series_columns")
-    else:
-        rows = conn.execute(
-            "SELECT * FROM series_columns WHERE account_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(accounts),),
-        )
+def select_series(conn: sqlite3.Connection, accounts: Optional[list[str]], filters: dict[str, list[str]],
+                  base_only: bool = False) -> list[Series]:
+    """The series of the given accounts that pass every filter (only base series: no dimensions)."""
+    sql = "SELECT series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions FROM series"
+    conditions, params = [], []
+    if base_only:
+        conditions.append("base_id = series_id")
+    if accounts is not None:
+        conditions.append("account_id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(accounts))
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    rows = conn.execute(sql, params)
     wanted = {key: _filter_values(key, values) for key, values in filters.items()}
     needs_dimensions = any(key not in FIRST_CLASS_KEYS for key in wanted)
     parsed: dict[Optional[str], dict] = {None: {}}
@@ -161,7 +169,8 @@ def _dimensions(text: Optional[str], cache: dict) -> dict:
     return found
 
 
-def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> tuple[list[str], dict[tuple, Aggregate], list[Series], Buckets]:
+def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None, use_daily: bool = True,
+              full_series: bool = False) -> tuple[list[str], dict[tuple, Aggregate], list[Series], Buckets]:
     """Run the plan; return the group keys in order and an Aggregate per (group key, bucket).
 
     ``rate_of`` (a Series -> money per millionth, or None) prices each series
@@ -172,7 +181,8 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> tupl
         raise CannotRun(f"--source must be rollup or raw, not {query.source!r}")
     time_keys = [key for key in query.group_by if key in TIME_BUCKETS]
     buckets = Buckets(time_keys[0] if time_keys else None, query.window)
-    series = select_series(conn, query.accounts, query.filters)
+    tier = _tier(query, buckets, rate_of, use_daily, full_series)
+    series = select_series(conn, query.accounts, query.filters, base_only=tier.base)
     other_keys = [key for key in query.group_by if key not in TIME_BUCKETS]
     parsed: dict[Optional[str], dict] = {None: {}}
     needs_dimensions = any(key not in FIRST_CLASS_KEYS for key in other_keys)
@@ -183,7 +193,7 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> tupl
     rates = {item.series_id: rate_of(item) for item in series} if rate_of is not None else None
     groups: dict[tuple, Aggregate] = {}
     if series and query.window.end_us > query.window.start_us:
-        for series_id, bucket, total, count, low, high in _partials(conn, query, buckets, [s.series_id for s in series]):
+        for series_id, bucket, total, count, low, high in _partials(conn, query, buckets, [s.series_id for s in series], tier):
             group = key_of.get(series_id)
             if group is None:
                 continue
@@ -197,51 +207,104 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> tupl
     return other_keys, groups, series, buckets
 
 
-def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, series_ids: list[int]):
-    """Yield ``(series_id, bucket, sum, count, min, max)`` partial aggregates."""
+@dataclass(frozen=True)
+class Tier:
+    """Which tables serve a query.
+
+    ``base``: every key and filter is a first-class field and no price depends
+    on dimensions, so series are merged into their base series (no dimensions)
+    inside SQL.  ``daily``: whole UTC days can come from ``rollup_daily``
+    (needs ``base`` and buckets that are whole UTC days).
+    """
+
+    base: bool
+    daily: bool
+
+
+def _tier(query: UsageQuery, buckets: Buckets, rate_of, use_daily: bool = True, full_series: bool = False) -> Tier:
+    base = (
+        not full_series
+        and rate_of is None
+        and all(key in FIRST_CLASS_KEYS or key in TIME_BUCKETS for key in query.group_by)
+        and all(key in FIRST_CLASS_KEYS for key in query.filters)
+    )
+    utc_days = buckets.unit is None or (buckets.unit in ("day", "month") and query.window.tz_name.upper() == "UTC")
+    return Tier(base=base, daily=use_daily and base and utc_days and query.source == "rollup")
+
+
+_DAY_HOURS = 24
+
+
+def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, series_ids: list[int], tier: Tier):
+    """Yield ``(series_id, bucket, sum, count, min, max)`` partial aggregates.
+
+    With ``tier.base`` the ids are base series ids and every statement groups
+    by ``s.base_id`` through a join, so SQL returns one row per base series.
+    """
     ids = json.dumps(series_ids)
+    if tier.base:
+        hourly = "rollup_hourly r JOIN series s ON s.series_id = r.series_id"
+        raw = "events e JOIN series s ON s.series_id = e.series_id"
+        hourly_id = raw_id = "s.base_id"
+    else:
+        hourly, raw, hourly_id, raw_id = "rollup_hourly r", "events e", "r.series_id", "e.series_id"
     (first_hour, last_hour), fragments = buckets.pieces()
     split = buckets.split_hours()
-    by_hour = buckets.unit is not None
-    if last_hour > first_hour:
-        skip = " AND {hour} NOT IN (SELECT value FROM json_each(:split))" if split else ""
+    by_time = buckets.unit is not None
+    hour_spans = [(first_hour, last_hour)] if last_hour > first_hour else []
+    if tier.daily and hour_spans:
+        first_day, last_day = -(-first_hour // _DAY_HOURS), last_hour // _DAY_HOURS
+        if last_day > first_day:
+            hour_spans = [(first_hour, first_day * _DAY_HOURS), (last_day * _DAY_HOURS, last_hour)]
+            sql = (
+                f"SELECT base_id, {'day' if by_time else 'NULL'}, sum(quantity), sum(event_count),"
+                " min(min_quantity), max(max_quantity) FROM rollup_daily"
+                " WHERE base_id IN (SELECT value FROM json_each(:ids)) AND day >= :d0 AND day < :d1"
+                f" GROUP BY base_id{', day' if by_time else ''}"
+            )
+            for row_id, day, total, count, low, high in _fetch(conn, sql, {"ids": ids, "d0": first_day, "d1": last_day}):
+                bucket = buckets.index(day * _DAY_HOURS * HOUR_US) if by_time else 0
+                yield row_id, bucket, total, count, low, high
+    skip_split = bool(split)
+    for h0, h1 in hour_spans:
+        if h1 <= h0:
+            continue
         if query.source == "rollup":
-            hour = "hour"
+            hour = "r.hour"
             sql = (
-                f"SELECT series_id, {'hour' if by_hour else 'NULL'}, sum(quantity), sum(event_count),"
-                " min(min_quantity), max(max_quantity) FROM rollup_hourly"
-                " WHERE series_id IN (SELECT value FROM json_each(:ids)) AND hour >= :h0 AND hour < :h1"
-                + skip.format(hour=hour)
-                + f" GROUP BY series_id{', hour' if by_hour else ''}"
+                f"SELECT {hourly_id}, {hour if by_time else 'NULL'}, sum(r.quantity), sum(r.event_count),"
+                f" min(r.min_quantity), max(r.max_quantity) FROM {hourly}"
+                f" WHERE {hourly_id} IN (SELECT value FROM json_each(:ids)) AND r.hour >= :h0 AND r.hour < :h1"
             )
+            group = f" GROUP BY {hourly_id}{', ' + hour if by_time else ''}"
         else:
-            hour = "ts_us / 3600000000"
+            hour = "e.ts_us / 3600000000"
             sql = (
-                f"SELECT series_id, {hour if by_hour else 'NULL'}, sum(quantity), count(*),"
-                " min(quantity), max(quantity) FROM events"
-                " WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts_us >= :t0 AND ts_us < :t1"
-                + skip.format(hour=hour)
-                + f" GROUP BY series_id{', ' + hour if by_hour else ''}"
+                f"SELECT {raw_id}, {hour if by_time else 'NULL'}, sum(e.quantity), count(*),"
+                f" min(e.quantity), max(e.quantity) FROM {raw}"
+                f" WHERE {raw_id} IN (SELECT value FROM json_each(:ids)) AND e.ts_us >= :t0 AND e.ts_us < :t1"
             )
-        params = {"ids": ids, "h0": first_hour, "h1": last_hour, "t0": first_hour * HOUR_US,
-                  "t1": last_hour * HOUR_US, "split": json.dumps(split)}
+            group = f" GROUP BY {raw_id}{', ' + hour if by_time else ''}"
+        if skip_split:
+            sql += f" AND {hour} NOT IN (SELECT value FROM json_each(:split))"
+        params = {"ids": ids, "h0": h0, "h1": h1, "t0": h0 * HOUR_US, "t1": h1 * HOUR_US, "split": json.dumps(split)}
         index_of_hour: dict[int, int] = {}
-        for series_id, hour_value, total, count, low, high in _fetch(conn, sql, params):
-            if by_hour:
+        for row_id, hour_value, total, count, low, high in _fetch(conn, sql + group, params):
+            if by_time:
                 bucket = index_of_hour.get(hour_value)
                 if bucket is None:
                     bucket = index_of_hour[hour_value] = buckets.index(hour_value * HOUR_US)
             else:
                 bucket = 0
-            yield series_id, bucket, total, count, low, high
+            yield row_id, bucket, total, count, low, high
     for start, end, bucket in fragments:
         sql = (
-            "SELECT series_id, sum(quantity), count(*), min(quantity), max(quantity) FROM events"
-            " WHERE series_id IN (SELECT value FROM json_each(:ids)) AND ts_us >= :t0 AND ts_us < :t1"
-            " GROUP BY series_id"
+            f"SELECT {raw_id}, sum(e.quantity), count(*), min(e.quantity), max(e.quantity) FROM {raw}"
+            f" WHERE {raw_id} IN (SELECT value FROM json_each(:ids)) AND e.ts_us >= :t0 AND e.ts_us < :t1"
+            f" GROUP BY {raw_id}"
         )
-        for series_id, total, count, low, high in _fetch(conn, sql, {"ids": ids, "t0": start, "t1": end}):
-            yield series_id, bucket, total, count, low, high
+        for row_id, total, count, low, high in _fetch(conn, sql, {"ids": ids, "t0": start, "t1": end}):
+            yield row_id, bucket, total, count, low, high
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: dict):

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any, Iterator, Optional
 
 from usagebox_cli.errors import CannotRun, Refused
+from usagebox_cli.store.connection import connect
 
 ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
@@ -69,7 +70,9 @@ class _Authorizer:
         return self._deny(what)
 
     def _deny(self, what: str) -> int:
-        if self.denied is None:
+        # The statement's own action names it best; the row writes SQLite
+        # makes on its schema table along the way (insert, update, delete) do not.
+        if self.denied is None or (self.denied in ("insert", "update", "delete") and what not in ("insert", "update", "delete")):
             self.denied = what
         return sqlite3.SQLITE_DENY
 
@@ -77,11 +80,29 @@ class _Authorizer:
 def open_readonly(path: str) -> sqlite3.Connection:
     from pathlib import Path
 
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.store import migrations
 
     if not Path(path).exists():
         raise CannotRun(f"no usagebox database at {path}", hint="ingest events first, or pass --db / set USAGEBOX_DB")
-    connect(path, create=False).close()  # refuse foreign files and bring the schema up to date first
+    # Only a read-only connection touches the file: even closing a read-write
+    # one could checkpoint a WAL left by a killed process into the database.
+    conn = _ro(path)
+    try:
+        migrations.check_file(conn, path)
+        behind = conn.execute("PRAGMA user_version").fetchone()[0] < len(migrations.MIGRATIONS)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        from usagebox_cli.errors import NotADatabase
+
+        raise NotADatabase(f"{path} is not a usagebox database ({exc})") from None
+    if behind:  # an older schema: upgrade it once (a write), then read
+        conn.close()
+        connect(path, create=False).close()
+        conn = _ro(path)
+    return conn
+
+
+def _ro(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 5000")
     return conn

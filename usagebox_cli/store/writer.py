@@ -35,6 +35,7 @@ from usagebox_cli.events import (
     complete_retraction,
 )
 from usagebox_cli.quantity import from_scaled
+from usagebox_cli.store.migrations import series_identity
 from usagebox_cli.timefmt import format_ts
 
 FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
@@ -270,12 +271,17 @@ class IngestWriter:
         return json.loads(found)
 
     def _assign_series(self, rows: list[list]) -> None:
-        """Replace each row's series key (account, meter, model, product, unit, kind, dimensions) by its id."""
+        """Replace each row's series key (account, meter, model, product, unit, kind, dimensions) by its id.
+
+        New series come with their base series (the same key without
+        dimensions), which the daily rollup trigger needs as ``base_id``.
+        """
         cache = self._series
         missing = {row[1] for row in rows if row[1] not in cache}
         if missing:
+            missing |= {key[:6] + (None,) for key in missing} - cache.keys()
             keys = sorted(missing, key=repr)
-            identities = [json.dumps(key, ensure_ascii=False, separators=(",", ":")) for key in keys]
+            identities = [series_identity(key) for key in keys]
             self.conn.execute(
                 "INSERT INTO series (identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions)"
                 " SELECT value, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6"
@@ -291,6 +297,11 @@ class IngestWriter:
             for key, identity in zip(keys, identities):
                 cache[key] = ids[identity]
                 self._series_new.append(key)
+            self.conn.execute(
+                "UPDATE series SET base_id = j.value->>1 FROM json_each(?) AS j"
+                " WHERE series.series_id = j.value->>0 AND series.base_id IS NULL",
+                (json.dumps([[cache[key], cache[key[:6] + (None,)]] for key in keys]),),
+            )
         for row in rows:
             row[1] = cache[row[1]]
 

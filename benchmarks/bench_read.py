@@ -1,0 +1,636 @@
+"""Read-path benchmark for usagebox: one account's month, grouped by model, four ways.
+
+Run from the repository root with the project's virtualenv active:
+
+    python benchmarks/bench_read.py                      # 1,000,000 + 300,000 events
+    python benchmarks/bench_read.py --events 20000 --dense-events 10000   # quick run
+    python benchmarks/bench_read.py --repeat 9 --json    # medians of 9, as JSON
+
+It builds two databases from benchmarks/generate.py input with
+``usagebox ingest`` (and the same input with ``sqlite-utils insert --nl`` plus
+``sqlite-utils create-index``), keeps them in benchmarks/data/ under names
+that encode their parameters, and reuses them on the next run:
+
+  standard  --events 1,000,000 --accounts 50 --days 30 --start 2026-06-01
+  dense     --events   300,000 --accounts  5 --days  7 --start 2026-06-01
+
+On each it times, for account acct_000 and period 2026-06, grouped by model_id:
+
+  1. ``usagebox --db DB usage acct_000 --period 2026-06 --group-by model_id --json``;
+  2. the same with ``--source raw``;
+  3. ``sqlite-utils query DB2 "select model_id, sum(quantity), count(*) from
+     events where account_id = 'acct_000' and timestamp >= ... group by model_id"``;
+  4. in this process, ``planner.usage(conn, UsageQuery(...))`` with source
+     rollup and raw (no process start: the median of many calls);
+
+and, once, ``usagebox --help`` and ``usagebox usage --help`` (CLI start-up).
+The answers must agree: rollup and raw exactly, sqlite-utils in counts and in
+sums up to the rounding of its REAL column.  Otherwise the run fails.
+
+Speed is measured here and never asserted in tests.  Exit status: 0 when the
+benchmark ran (whether targets were met or not), 1 when a command failed or
+the answers disagreed, 2 when it could not start, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+# Shared with the ingest benchmark: input naming and generation, the measuring
+# wrapper, machine facts and table layout.  Same names, same files.
+from bench_ingest import (  # noqa: E402
+    DATA_DIR,
+    GENERATOR,
+    MB,
+    BenchError,
+    SetupError,
+    ensure_input,
+    find_tool,
+    log,
+    machine_facts,
+    measure,
+    positive,
+    rel,
+    remove_db,
+    sqlite_utils_insert,
+    table,
+    usagebox_ingest,
+)
+
+ACCOUNT = "acct_000"
+PERIOD = "2026-06"
+GROUP_BY = "model_id"
+# The generator's default --start; input names (shared with bench_ingest.py)
+# do not record it, so it is fixed here.
+START = "2026-06-01"
+SQLITE_UTILS_SQL = (
+    "select model_id, sum(quantity), count(*) from events"
+    f" where account_id = '{ACCOUNT}' and timestamp >= '2026-06-01' and timestamp < '2026-07-01'"
+    " group by model_id"
+)
+
+# Targets (see benchmarks/README.md).
+TARGET_INPROCESS_MS = 10.0  # in-process rollup query, standard (1M) database
+
+
+# --------------------------------------------------------------------------- databases
+
+
+def db_paths(source: Path) -> tuple[Path, Path]:
+    """The usagebox and sqlite-utils databases built from one input file, named after it."""
+    stem = source.stem.removeprefix("events_")
+    return DATA_DIR / f"usagebox_{stem}.db", DATA_DIR / f"sqliteutils_{stem}.db"
+
+
+def table_rows(db: Path, table_name: str) -> int | None:
+    """Rows in a table, or None when the file or table is not there (or not readable)."""
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(db)  # read-write, so closing it tidies away the -wal and -shm
+        try:
+            return conn.execute(f"SELECT count(*) FROM {table_name}").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def has_index(db: Path, columns: list[str]) -> bool:
+    conn = sqlite3.connect(db)
+    try:
+        for row in conn.execute("PRAGMA index_list(events)").fetchall():
+            cols = [r[2] for r in conn.execute(f"PRAGMA index_info({json.dumps(row[1])})")]
+            if cols == columns:
+                return True
+        return False
+    finally:
+        conn.close()
+
+
+def finish_build(partial: Path, final: Path) -> None:
+    """Fold any WAL into the file, then give it its reusable name (only complete builds get it)."""
+    conn = sqlite3.connect(partial)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{partial}{suffix}")
+        if side.exists() and side.stat().st_size == 0:
+            side.unlink()
+    if Path(f"{partial}-wal").exists():
+        raise BenchError(f"{partial}-wal is still there after a checkpoint; not renaming the database")
+    remove_db(final)
+    os.replace(partial, final)
+
+
+def ensure_usagebox_db(usagebox: str, source: Path, events: int, rebuild: bool) -> dict:
+    db, _ = db_paths(source)
+    if rebuild:
+        remove_db(db)
+    rows = table_rows(db, "events")
+    if rows == events:
+        log(f"reusing {rel(db)}")
+        return {"path": rel(db), "built": False, "build_s": None, "bytes": db.stat().st_size}
+    if rows is not None:
+        log(f"{rel(db)} holds {rows:,} events, not {events:,}; rebuilding")
+    partial = db.with_name(db.name + ".partial")
+    remove_db(partial)
+    log(f"building {rel(db)}: usagebox ingest of {events:,} events ...")
+    try:
+        result = usagebox_ingest(usagebox, partial, source, events, "accepted")
+        finish_build(partial, db)
+    finally:
+        remove_db(partial)
+    log(f"  {result['wall_s']:.1f} s")
+    return {"path": rel(db), "built": True, "build_s": result["wall_s"], "bytes": db.stat().st_size}
+
+
+def ensure_sqlite_utils_db(sqlite_utils: str, source: Path, events: int, rebuild: bool) -> dict:
+    _, db = db_paths(source)
+    index = ["account_id", "timestamp"]
+    if rebuild:
+        remove_db(db)
+    rows = table_rows(db, "events")
+    if rows == events and has_index(db, index):
+        log(f"reusing {rel(db)}")
+        return {"path": rel(db), "built": False, "build_s": None, "bytes": db.stat().st_size}
+    if rows is not None:
+        log(f"{rel(db)} is incomplete ({rows:,} rows of {events:,}, or no index); rebuilding")
+    partial = db.with_name(db.name + ".partial")
+    remove_db(partial)
+    log(f"building {rel(db)}: sqlite-utils insert --nl of {events:,} events, then create-index ...")
+    try:
+        inserted = sqlite_utils_insert(sqlite_utils, partial, source, events)
+        command = [sqlite_utils, "create-index", str(partial), "events", *index]
+        indexed = measure(command)
+        if indexed["returncode"] != 0:
+            raise BenchError(f"`{shlex.join(command)}` exited {indexed['returncode']}:\n{indexed['stderr'][-2000:]}")
+        finish_build(partial, db)
+    finally:
+        remove_db(partial)
+    build_s = inserted["wall_s"] + indexed["wall_s"]
+    log(f"  {build_s:.1f} s")
+    return {"path": rel(db), "built": True, "build_s": build_s, "bytes": db.stat().st_size}
+
+
+def rollup_rows(db: Path) -> int | None:
+    """How many rollup rows the rollup query reads for the account's month (best effort: None if the schema moved).
+
+    When this is close to the number of events, the rollups barely compress
+    (many series, few events per series-hour) and rollup reads cannot be much
+    cheaper than raw ones.
+    """
+    h0 = int(datetime(2026, 6, 1, tzinfo=timezone.utc).timestamp()) // 3600
+    h1 = int(datetime(2026, 7, 1, tzinfo=timezone.utc).timestamp()) // 3600
+    try:
+        conn = sqlite3.connect(db)
+        try:
+            return conn.execute(
+                "SELECT count(*) FROM rollup_hourly WHERE hour >= ? AND hour < ?"
+                " AND series_id IN (SELECT series_id FROM series WHERE account_id = ?)",
+                (h0, h1, ACCOUNT),
+            ).fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def warm(path: Path) -> None:
+    """Read a database file once so timed runs find it in the page cache."""
+    with open(path, "rb") as fh:
+        while fh.read(1 << 22):
+            pass
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def parse_exact(text: str, where: str):
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError:
+        raise BenchError(f"{where} did not print JSON:\n{text[-2000:]}") from None
+
+
+def run_checked(command: list[str]) -> dict:
+    result = measure(command)
+    if result["returncode"] != 0:
+        raise BenchError(f"`{shlex.join(command)}` exited {result['returncode']}:\n{result['stderr'][-2000:]}")
+    return result
+
+
+def without(doc: dict, *keys: str) -> dict:
+    return {k: v for k, v in doc.items() if k not in keys}
+
+
+def groups_by_model(doc: dict, where: str) -> dict:
+    out = {}
+    for group in doc.get("groups", []):
+        out[group[GROUP_BY]] = (Decimal(group["sum"]), group["count"])
+    if not out:
+        raise BenchError(f"{where}: no groups for {ACCOUNT} in {PERIOD}; the numbers would mean nothing")
+    return out
+
+
+def compare_answers(rollup: dict, raw: dict, baseline: list, inproc_rollup: dict, inproc_raw: dict) -> dict:
+    """Fail loudly unless all answers agree; return what was compared."""
+    if rollup.get("source") != "rollup" or raw.get("source") != "raw":
+        raise BenchError(f"unexpected sources: rollup run says {rollup.get('source')!r}, raw run says {raw.get('source')!r}")
+    if without(rollup, "source") != without(raw, "source"):
+        raise BenchError(
+            "usagebox rollup and raw answers differ:\n"
+            f"  rollup: {json.dumps(rollup, default=str)}\n  raw:    {json.dumps(raw, default=str)}"
+        )
+    for label, doc, cli in (("rollup", inproc_rollup, rollup), ("raw", inproc_raw, raw)):
+        if doc != without(cli, "account_id"):  # ints and Decimals compare by value
+            raise BenchError(
+                f"in-process {label} answer differs from the CLI's:\n"
+                f"  in-process: {json.dumps(doc, default=str)}\n  CLI:        {json.dumps(cli, default=str)}"
+            )
+    ours = groups_by_model(rollup, "usagebox usage")
+    theirs = {}
+    for row in baseline:
+        theirs[row["model_id"]] = (Decimal(row["sum(quantity)"]), row["count(*)"])
+    if set(ours) != set(theirs):
+        raise BenchError(f"usagebox and sqlite-utils give different models: {sorted(ours)} vs {sorted(theirs)}")
+    worst = Decimal(0)
+    for model, (total, count) in ours.items():
+        their_total, their_count = theirs[model]
+        if count != their_count:
+            raise BenchError(f"{model}: usagebox counts {count:,} events, sqlite-utils {their_count:,}")
+        # sqlite-utils stores quantity as REAL and SQLite sums doubles, so its
+        # sum carries rounding: at most about (2n + 2) * 2**-53 * sum for n
+        # positive terms (each converted, each added, then printed).  A missing
+        # or extra event moves a sum far more than that, and changes the count.
+        delta = abs(total - their_total)
+        bound = Decimal(2 * count + 2) * abs(total) / Decimal(2**53)
+        if delta > bound:
+            raise BenchError(
+                f"{model}: usagebox sums {total}, sqlite-utils {their_total} "
+                f"(difference {delta}, more than float rounding allows: {bound:.3g})"
+            )
+        worst = max(worst, delta)
+    return {
+        "rollup_equals_raw": True,
+        "in_process_equals_cli": True,
+        "groups": len(ours),
+        "events": sum(count for _, count in ours.values()),
+        "sqlite_utils_counts_equal": True,
+        "sqlite_utils_sums_exact": worst == 0,
+        "sqlite_utils_max_abs_diff": str(worst),
+        "answer": {model: {"sum": str(total), "count": count} for model, (total, count) in sorted(ours.items())},
+    }
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def load_api():
+    """The Python API the in-process timings call; checked before anything slow starts."""
+    try:
+        from usagebox_cli.store.connection import connect
+        from usagebox_cli.store.planner import UsageQuery, usage
+        from usagebox_cli.timewindow import resolve
+    except ImportError as exc:
+        raise SetupError(
+            f"cannot import usagebox_cli ({exc}): run this script with the project's virtualenv "
+            "(. .venv/bin/activate, or .venv/bin/python benchmarks/bench_read.py)"
+        ) from None
+    return connect, UsageQuery, usage, resolve
+
+
+def in_process(db: Path, runs: int) -> tuple[dict, dict, dict]:
+    """Time planner.usage() on an open connection: rollup and raw, alternating, ``runs`` each."""
+    connect, UsageQuery, usage, resolve = load_api()
+    window = resolve(period=PERIOD)
+    queries = {
+        source: UsageQuery(window=window, accounts=[ACCOUNT], group_by=[GROUP_BY], source=source)
+        for source in ("rollup", "raw")
+    }
+    conn = connect(db, create=False)
+    try:
+        answers = {source: usage(conn, q) for source, q in queries.items()}  # warm-up, and the answers
+        samples: dict[str, list[tuple[float, float]]] = {"rollup": [], "raw": []}
+        for _ in range(runs):
+            for source, q in queries.items():
+                c0, t0 = time.process_time(), time.perf_counter()
+                usage(conn, q)
+                t1, c1 = time.perf_counter(), time.process_time()
+                samples[source].append((t1 - t0, c1 - c0))
+    finally:
+        conn.close()
+    stats = {source: sample_stats([w for w, _ in s], [c for _, c in s]) for source, s in samples.items()}
+    return stats["rollup"], stats["raw"], answers
+
+
+def sample_stats(walls: list[float], cpus: list[float]) -> dict:
+    ordered = sorted(walls)
+    return {
+        "wall_ms": statistics.median(walls) * 1000,
+        "min_ms": ordered[0] * 1000,
+        "max_ms": ordered[-1] * 1000,
+        "cpu_ms": statistics.median(cpus) * 1000,
+        "samples": len(walls),
+    }
+
+
+def answer_rows(rows: list) -> list:
+    return [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in row.items()} for row in rows]
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def bench_database(key: str, spec: dict, usagebox: str, sqlite_utils: str, args: argparse.Namespace) -> dict:
+    source = ensure_input(spec["events"], spec["accounts"], spec["days"], args.seed)
+    ub = ensure_usagebox_db(usagebox, source, spec["events"], args.rebuild)
+    su = ensure_sqlite_utils_db(sqlite_utils, source, spec["events"], args.rebuild)
+    ub_db, su_db = db_paths(source)
+
+    base = [usagebox, "--db", str(ub_db), "usage", ACCOUNT, "--period", PERIOD, "--group-by", GROUP_BY, "--json"]
+    commands = {
+        "cli_rollup": base,
+        "cli_raw": [*base, "--source", "raw"],
+        "sqlite_utils_query": [sqlite_utils, "query", str(su_db), SQLITE_UTILS_SQL],
+    }
+
+    # One untimed run of each: migrates a reused database if the schema moved on,
+    # fills the page cache, and gives the answers every timed run must repeat.
+    warm(ub_db)
+    warm(su_db)
+    expected = {}
+    for name, command in commands.items():
+        expected[name] = parse_exact(run_checked(command)["stdout"], f"`{shlex.join(command)}`")
+
+    samples: dict[str, list[dict]] = {name: [] for name in commands}
+    for k in range(1, args.repeat + 1):
+        warm(ub_db)
+        warm(su_db)
+        for name, command in commands.items():
+            result = run_checked(command)
+            if parse_exact(result["stdout"], name) != expected[name]:
+                raise BenchError(f"{name} gave a different answer on run {k}:\n{result['stdout'][-2000:]}")
+            samples[name].append(result)
+        log(f"[{key} {k}/{args.repeat}] " + ", ".join(
+            f"{name} {samples[name][-1]['wall_s'] * 1000:.0f} ms" for name in commands))
+
+    log(f"[{key}] in-process usage(): {args.runs} calls each, rollup and raw ...")
+    inproc_rollup, inproc_raw, inproc_answers = in_process(ub_db, args.runs)
+    log(f"[{key}]   rollup {inproc_rollup['wall_ms']:.2f} ms, raw {inproc_raw['wall_ms']:.2f} ms (median)")
+
+    answers = compare_answers(expected["cli_rollup"], expected["cli_raw"], expected["sqlite_utils_query"],
+                              inproc_answers["rollup"], inproc_answers["raw"])
+    answers["sqlite_utils_rows"] = answer_rows(expected["sqlite_utils_query"])
+    answers["rollup_rows"] = rollup_rows(ub_db)
+
+    runs = {name: summarize(s) for name, s in samples.items()}
+    runs["in_process_rollup"] = inproc_rollup
+    runs["in_process_raw"] = inproc_raw
+    return {
+        "parameters": {"events": spec["events"], "accounts": spec["accounts"], "days": spec["days"],
+                       "start": START, "seed": args.seed},
+        "input": {"path": rel(source), "bytes": source.stat().st_size},
+        "usagebox_db": ub,
+        "sqlite_utils_db": su,
+        "commands": {name: shlex.join(c) for name, c in commands.items()},
+        "runs": runs,
+        "answers": answers,
+    }
+
+
+def summarize(samples: list[dict]) -> dict:
+    walls = [s["wall_s"] for s in samples]
+    return {
+        "wall_ms": statistics.median(walls) * 1000,
+        "min_ms": min(walls) * 1000,
+        "max_ms": max(walls) * 1000,
+        "cpu_ms": statistics.median(s["cpu_s"] for s in samples) * 1000,
+        "peak_rss_mb": max(s["peak_rss_bytes"] for s in samples) / MB,
+        "samples": len(samples),
+    }
+
+
+def bench_startup(usagebox: str, repeat: int) -> dict:
+    commands = {
+        "help": [usagebox, "--help"],
+        "usage_help": [usagebox, "usage", "--help"],
+        "python": [sys.executable, "-c", "pass"],  # reference: a bare interpreter start
+    }
+    for command in commands.values():
+        run_checked(command)  # warm-up
+    samples: dict[str, list[dict]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, command in commands.items():
+            result = run_checked(command)
+            if name != "python" and "Usage:" not in result["stdout"]:
+                raise BenchError(f"`{shlex.join(command)}` printed no usage text:\n{result['stdout'][-2000:]}")
+            samples[name].append(result)
+    log("[start-up] " + ", ".join(f"{n} {summarize(s)['wall_ms']:.0f} ms" for n, s in samples.items()))
+    return {"commands": {name: shlex.join(c) for name, c in commands.items()},
+            "runs": {name: summarize(s) for name, s in samples.items()}}
+
+
+def run(args: argparse.Namespace) -> dict:
+    usagebox = find_tool("usagebox")
+    sqlite_utils = find_tool("sqlite-utils")
+    load_api()
+    if not GENERATOR.exists():
+        raise SetupError(f"generator not found: {GENERATOR}")
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    facts = machine_facts(usagebox, sqlite_utils)
+    specs = {
+        "standard": {"events": args.events, "accounts": args.accounts, "days": args.days},
+        "dense": {"events": args.dense_events, "accounts": args.dense_accounts, "days": args.dense_days},
+    }
+    databases = {key: bench_database(key, spec, usagebox, sqlite_utils, args) for key, spec in specs.items()}
+    startup = bench_startup(usagebox, args.repeat)
+    try:
+        facts["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        facts["load_average_end"] = None
+
+    checks = []
+    for key, d in databases.items():
+        r = d["runs"]
+        n = f"{d['parameters']['events']:,}"
+        checks.append(ratio_check(f"{key} ({n}): CLI rollup <= sqlite-utils query",
+                                  r["cli_rollup"]["wall_ms"], r["sqlite_utils_query"]["wall_ms"], "<="))
+        checks.append(ratio_check(f"{key} ({n}): CLI rollup < CLI raw",
+                                  r["cli_rollup"]["wall_ms"], r["cli_raw"]["wall_ms"], "<"))
+        checks.append(ratio_check(f"{key} ({n}): in-process rollup < raw",
+                                  r["in_process_rollup"]["wall_ms"], r["in_process_raw"]["wall_ms"], "<"))
+    value = databases["standard"]["runs"]["in_process_rollup"]["wall_ms"]
+    checks.append({
+        "name": f"standard ({args.events:,}): in-process rollup, median", "value": round(value, 3),
+        "unit": "ms", "op": "<", "target": TARGET_INPROCESS_MS,
+        "result": "PASS" if value < TARGET_INPROCESS_MS else "MISS", "note": "",
+    })
+
+    return {
+        "machine": facts,
+        "parameters": {"repeat": args.repeat, "runs": args.runs, "account": ACCOUNT, "period": PERIOD,
+                       "group_by": GROUP_BY, "seed": args.seed},
+        "databases": databases,
+        "startup": startup,
+        "checks": checks,
+    }
+
+
+def ratio_check(name: str, ours_ms: float, theirs_ms: float, op: str) -> dict:
+    ratio = ours_ms / theirs_ms if theirs_ms > 0 else float("inf")
+    passed = ratio <= 1.0 if op == "<=" else ratio < 1.0
+    return {"name": name, "value": round(ratio, 4), "unit": "x", "op": op, "target": 1.0,
+            "result": "PASS" if passed else "MISS", "note": f"{ms(ours_ms)} vs {ms(theirs_ms)} ms"}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def ms(value: float) -> str:
+    return f"{value:,.1f}" if value >= 100 else f"{value:.2f}"
+
+
+def render_table(report: dict) -> str:
+    m, p = report["machine"], report["parameters"]
+
+    def load_text(values):
+        return " ".join(f"{x:.2f}" for x in values) if values else "n/a"
+
+    lines = [
+        "usagebox read benchmark",
+        f"  date          {m['date']}",
+        f"  machine       {m['platform']} ({m['machine']}), nproc {m['nproc']},"
+        f" load average {load_text(m['load_average'])} (start), {load_text(m.get('load_average_end'))} (end)",
+        f"  python        {m['python']}",
+        f"  sqlite        {m['sqlite']}  (sqlite3.sqlite_version)",
+        f"  tools         {m['usagebox']}; {m['sqlite_utils']}",
+        f"  query         {p['account']}, period {p['period']}, grouped by {p['group_by']}",
+        f"  repeat        {p['repeat']} per command (median wall and CPU time); in-process: {p['runs']} calls each (median)",
+    ]
+    for key, d in report["databases"].items():
+        q, a = d["parameters"], d["answers"]
+        lines.append(
+            f"  {key:<13} {d['input']['path']}  ({q['events']:,} events; {q['accounts']} accounts,"
+            f" {q['days']} days from {q['start']}, seed {q['seed']})"
+        )
+        for label, info in (("usagebox", d["usagebox_db"]), ("sqlite-utils", d["sqlite_utils_db"])):
+            how = f"built in {info['build_s']:.1f} s" if info["built"] else "reused"
+            lines.append(f"  {'':<13}   {label + ' db':<16} {info['path']}  ({info['bytes'] / MB:,.1f} MB, {how})")
+        shape = f"{a['groups']} groups from {a['events']:,} events"
+        if a.get("rollup_rows") is not None:
+            shape += f"; the rollup query reads {a['rollup_rows']:,} rollup rows"
+        exact = ("sums exact" if a["sqlite_utils_sums_exact"] else
+                 f"sums within float rounding (REAL column; max |diff| {a['sqlite_utils_max_abs_diff']})")
+        lines.append(f"  {'':<13}   {'answer':<16} {shape}")
+        lines.append(f"  {'':<13}   {'agreement':<16} rollup == raw == in-process (exact); sqlite-utils: counts equal, {exact}")
+    lines.append("")
+
+    header = ("database", "run", "wall ms", "min ms", "cpu ms", "peak RSS MB")
+    labels = (
+        ("cli_rollup", "usagebox usage (rollup)"),
+        ("cli_raw", "usagebox usage --source raw"),
+        ("sqlite_utils_query", "sqlite-utils query"),
+        ("in_process_rollup", "in-process usage(), rollup"),
+        ("in_process_raw", "in-process usage(), raw"),
+    )
+    body = []
+    for key, d in report["databases"].items():
+        for i, (name, label) in enumerate(labels):
+            r = d["runs"][name]
+            body.append((key if i == 0 else "", label, ms(r["wall_ms"]), ms(r["min_ms"]), ms(r["cpu_ms"]),
+                         f"{r['peak_rss_mb']:.1f}" if "peak_rss_mb" in r else "-"))
+    for i, (name, label) in enumerate((("help", "usagebox --help"), ("usage_help", "usagebox usage --help"),
+                                       ("python", "python -c pass (reference)"))):
+        r = report["startup"]["runs"][name]
+        body.append(("start-up" if i == 0 else "", label, ms(r["wall_ms"]), ms(r["min_ms"]), ms(r["cpu_ms"]),
+                     f"{r['peak_rss_mb']:.1f}"))
+    lines += table(header, body, left_cols=(0, 1))
+    lines.append("")
+
+    header = ("target", "value", "target", "result", "")
+    body = []
+    for c in report["checks"]:
+        if c["unit"] == "x":
+            value, target = f"{c['value']:.2f}x", f"{c['op']} {c['target']:.2f}x"
+        else:
+            value, target = f"{c['value']:.2f} ms", f"{c['op']} {c['target']:g} ms"
+        body.append((c["name"], value, target, c["result"], c["note"]))
+    lines += table(header, body, left_cols=(0, 4))
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=2, default=str) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark usagebox reads: usage (rollup and raw), sqlite-utils query and the "
+                    "in-process planner, on a standard and a dense generated database.",
+        epilog="Progress goes to stderr; the table (or --json) to stdout. See benchmarks/README.md.",
+    )
+    parser.add_argument("--events", type=positive, metavar="N", default=1_000_000,
+                        help="events in the standard database (default 1,000,000)")
+    parser.add_argument("--dense-events", type=positive, metavar="N", default=300_000,
+                        help="events in the dense database (default 300,000)")
+    parser.add_argument("--repeat", type=positive, metavar="K", default=5,
+                        help="run each command K times and report the median (default 5)")
+    parser.add_argument("--runs", type=positive, metavar="R", default=100,
+                        help="in-process calls per source and database; the median is reported (default 100)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="rebuild the databases even if ones with the same parameters exist")
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
+    parser.add_argument("--accounts", type=positive, default=50, help="standard: generator --accounts (default 50)")
+    parser.add_argument("--days", type=positive, default=30, help="standard: generator --days (default 30)")
+    parser.add_argument("--dense-accounts", type=positive, default=5, help="dense: generator --accounts (default 5)")
+    parser.add_argument("--dense-days", type=positive, default=7, help="dense: generator --days (default 7)")
+    parser.add_argument("--seed", type=int, default=42, help="generator --seed for both (default 42)")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # unwind so partial databases are removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        report = run(args)
+    except SetupError as exc:
+        log(f"error: {exc}")
+        return 2
+    except (BenchError, subprocess.CalledProcessError) as exc:
+        log(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted; partial databases removed")
+        return 130
+    sys.stdout.write(to_json(report) if args.json else render_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
