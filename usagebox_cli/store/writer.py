@@ -274,36 +274,48 @@ class IngestWriter:
         """Replace each row's series key (account, meter, model, product, unit, kind, dimensions) by its id.
 
         New series come with their base series (the same key without
-        dimensions), which the daily rollup trigger needs as ``base_id``.
+        dimensions), which the daily rollup trigger needs as ``base_id``:
+        base series are inserted first, so every other series is inserted
+        with its ``base_id`` already known.
         """
         cache = self._series
         missing = {row[1] for row in rows if row[1] not in cache}
         if missing:
-            missing |= {key[:6] + (None,) for key in missing} - cache.keys()
-            keys = sorted(missing, key=repr)
-            identities = [series_identity(key) for key in keys]
-            self.conn.execute(
-                "INSERT INTO series (identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions)"
-                " SELECT value, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6"
-                " FROM json_each(?) WHERE true ON CONFLICT (identity) DO NOTHING",
-                (json.dumps(identities, ensure_ascii=False),),
-            )
-            (found,) = self.conn.execute(
-                "SELECT json_group_object(identity, series_id) FROM series"
-                " WHERE identity IN (SELECT value FROM json_each(?))",
-                (json.dumps(identities, ensure_ascii=False),),
-            ).fetchone()
-            ids = json.loads(found)
-            for key, identity in zip(keys, identities):
-                cache[key] = ids[identity]
-                self._series_new.append(key)
-            self.conn.execute(
-                "UPDATE series SET base_id = j.value->>1 FROM json_each(?) AS j"
-                " WHERE series.series_id = j.value->>0 AND series.base_id IS NULL",
-                (json.dumps([[cache[key], cache[key[:6] + (None,)]] for key in keys]),),
-            )
+            bases = {key[:6] + (None,) for key in missing} - cache.keys()
+            self._insert_series(sorted(bases, key=repr), base=True)
+            self._insert_series(sorted(missing - bases, key=repr), base=False)
         for row in rows:
             row[1] = cache[row[1]]
+
+    def _insert_series(self, keys: list[tuple], base: bool) -> None:
+        if not keys:
+            return
+        cache = self._series
+        identities = [series_identity(key) for key in keys]
+        payload = [
+            [identity, *key, None if base else cache[key[:6] + (None,)]]
+            for identity, key in zip(identities, keys)
+        ]
+        self.conn.execute(
+            "INSERT INTO series (identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions, base_id)"
+            " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8"
+            " FROM json_each(?) WHERE true ON CONFLICT (identity) DO NOTHING",
+            (json.dumps(payload, ensure_ascii=False),),
+        )
+        (found,) = self.conn.execute(
+            "SELECT json_group_object(identity, series_id) FROM series"
+            " WHERE identity IN (SELECT value FROM json_each(?))",
+            (json.dumps(identities, ensure_ascii=False),),
+        ).fetchone()
+        ids = json.loads(found)
+        for key, identity in zip(keys, identities):
+            cache[key] = ids[identity]
+            self._series_new.append(key)
+        if base:  # a base series is its own base
+            self.conn.execute(
+                "UPDATE series SET base_id = series_id WHERE series_id IN (SELECT value FROM json_each(?)) AND base_id IS NULL",
+                (json.dumps([ids[identity] for identity in identities]),),
+            )
 
 
 class ClosedPeriods:
