@@ -34,7 +34,7 @@ from usagebox_cli.store.connection import begin_immediate, retry_busy
 from usagebox_cli.store.writer import IngestPolicy, IngestWriter, Item, KnownDuplicate, Rejection
 from usagebox_cli.timefmt import format_ts, now_us
 
-BATCH_LINES = 10_000
+BATCH_LINES = 5_000
 COMMIT_EVENTS = 50_000
 COMMIT_SECONDS = 2.0
 # After an intermediate commit the writer pauses this long, so another

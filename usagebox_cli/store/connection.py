@@ -23,7 +23,7 @@ BUSY_TIMEOUT_MS = 5_000
 # How long a writer keeps waiting for the lock before giving up with a clear
 # error.  Other writers hold it for one batch at a time, so this is generous.
 WRITE_WAIT_SECONDS = float(os.environ.get("USAGEBOX_LOCK_WAIT", "600"))
-CACHE_KIB = int(os.environ.get("USAGEBOX_CACHE_KIB", "98304"))  # page cache: sized so peak RSS stays under 300 MB
+CACHE_KIB = int(os.environ.get("USAGEBOX_CACHE_KIB", "65536"))  # page cache: 64 MiB keeps peak RSS under 300 MB (measured)
 
 
 def default_path() -> str:
