@@ -209,6 +209,7 @@ def test_database_of_the_first_schema_upgrades_with_its_data(tmp_path, monkeypat
         )
     old.execute("COMMIT")
     before_events = old.execute("SELECT * FROM events ORDER BY seq").fetchall()
+    first_columns = ", ".join(name for (_cid, name, *_rest) in old.execute("PRAGMA table_info(events)"))
     before_hourly = old.execute("SELECT * FROM rollup_hourly ORDER BY 1, 2").fetchall()
     old.close()
 
@@ -217,7 +218,9 @@ def test_database_of_the_first_schema_upgrades_with_its_data(tmp_path, monkeypat
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(every_step)
         assert [r[0] for r in conn.execute("SELECT name FROM _usagebox_migrations ORDER BY rowid")] == [s.__name__ for s in every_step]
-        assert conn.execute("SELECT * FROM events ORDER BY seq").fetchall() == before_events
+        assert conn.execute(f"SELECT {first_columns} FROM events ORDER BY seq").fetchall() == before_events
+        # Columns added by later steps are NULL on rows written before them: no event is rewritten.
+        assert conn.execute("SELECT count(*) FROM events WHERE base_id IS NOT NULL").fetchone() == (0,)
         assert conn.execute("SELECT * FROM rollup_hourly ORDER BY 1, 2").fetchall() == before_hourly
         _rollups_match_events(conn)
         found = schema_objects(path)

@@ -224,9 +224,9 @@ class IngestWriter:
             # rollup trigger) in a single step with the GIL released.
             self.conn.execute(
                 "INSERT INTO events (event_id, series_id, quantity, ts_us, kind, correction_ref,"
-                " segment_id, line, ingested_us, fingerprint)"
+                " segment_id, line, ingested_us, fingerprint, base_id)"
                 " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
-                " value->>6, value->>7, value->>8, value->>9 FROM json_each(?)",
+                " value->>6, value->>7, value->>8, value->>9, value->>10 FROM json_each(?)",
                 (json.dumps(rows, ensure_ascii=False),),
             )
         if conflicts:
@@ -285,7 +285,9 @@ class IngestWriter:
             self._insert_series(sorted(bases, key=repr), base=True)
             self._insert_series(sorted(missing - bases, key=repr), base=False)
         for row in rows:
-            row[1] = cache[row[1]]
+            key = row[1]
+            row[1] = cache[key]
+            row.append(cache[key[:6] + (None,)])
 
     def _insert_series(self, keys: list[tuple], base: bool) -> None:
         if not keys:
