@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 from decimal import Decimal
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from usagebox_cli import exactjson
 from usagebox_cli.quantity import exact_text

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app, db_path, output_format
+from usagebox_cli.cli import app, db_path, json_only, output_format
 from usagebox_cli.cli.options import DbOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, ToOpt, TzOpt
 
 PeriodArg = Annotated[str, typer.Argument(help="The month, YYYY-MM (UTC).", metavar="YYYY-MM", show_default=False)]
@@ -36,7 +36,7 @@ def close_period(
     from usagebox_cli.ops.periods import close_all, close_period as close_one
     from usagebox_cli.store.connection import connect
 
-    output_format(fmt, as_json)
+    json_only(fmt, as_json, "close-period")
     if all_accounts:
         if second is not None:
             raise CannotRun("--all-accounts takes only the month: usagebox close-period --all-accounts YYYY-MM")
@@ -65,7 +65,7 @@ def period(
     from usagebox_cli.ops.periods import period_document
     from usagebox_cli.store.connection import connect
 
-    output_format(fmt, as_json)
+    json_only(fmt, as_json, "period")
     render.document(period_document(connect(db_path(ctx, db), create=False), account, month))
 
 
@@ -122,6 +122,7 @@ def explain(
         raise CannotRun("--events and --event contradict each other; pass one")
     conn = connect(db_path(ctx, db), create=False)
     if event is not None:
+        json_only(fmt, as_json, "explain --event")
         render.document(explain_event(conn, event, account))
         return
     if account is None:
@@ -137,6 +138,7 @@ def explain(
             columns = ("event_id", "kind", "quantity", "timestamp", "meter_id", "model_id", "source", "line")
             render.rows(page["events"], columns, fmt, title=f"Events of {account}")
         return
+    json_only(fmt, as_json, "explain (without --events)")
     render.document(run_explain(conn, account, window))
 
 
@@ -167,7 +169,7 @@ def verify(
     from usagebox_cli.store.connection import connect
     from usagebox_cli.timewindow import resolve
 
-    output_format(fmt, as_json)
+    json_only(fmt, as_json, "verify")
     window = resolve(start, end, period, last, tz)
     conn = connect(db_path(ctx, db), create=False)
     repaired = run_repair(conn, account, window) if repair else None

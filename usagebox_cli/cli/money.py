@@ -30,8 +30,6 @@ def budget(
 
     Example: usagebox budget --budgets examples/budgets.toml --prices examples/prices.toml
     """
-    import time
-
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.budget import BUDGET_COLUMNS, evaluate, load_budgets

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Optional
 
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.pricing import PriceBook, _decimal, load_toml, money, pricer

@@ -29,7 +29,7 @@ from typing import Callable, Optional, TextIO
 from usagebox_cli import exactjson
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.events import EventInvalid, ParsedLine, normalize
-from usagebox_cli.sources import TOO_LONG, MAX_LINE_BYTES, CsvRows, Source, iter_lines
+from usagebox_cli.sources import FORMATS, MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, iter_lines
 from usagebox_cli.store.connection import begin_immediate, retry_busy
 from usagebox_cli.store.writer import IngestPolicy, IngestWriter, Item, KnownDuplicate, Rejection
 from usagebox_cli.timefmt import format_ts, now_us
@@ -347,7 +347,7 @@ def ingest(
     """
     if options.extra_mode not in EXTRA_MODES:
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
-    if options.input_format not in ("auto", "ndjson", "csv"):
+    if options.input_format not in FORMATS:
         raise CannotRun("--input-format must be auto, ndjson or csv")
     if options.rejects_path:
         _check_rejects_path(options.rejects_path, paths)

@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple, Optional
 
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.store.connection import read_snapshot, write_transaction
-from usagebox_cli.store.planner import UsageQuery, aggregate, select_series
+from usagebox_cli.store.planner import UsageQuery, aggregate
 from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Window
 
 MAX_NAMED_CELLS = 20
@@ -89,75 +89,72 @@ def check_totals(ctx: VerifyContext) -> list[VerifyError]:
     return errors
 
 
-def drifting_cells(conn: sqlite3.Connection, account: Optional[str], window: Window) -> list[tuple]:
-    """(series_id, hour, rollup sum/count/min/max, raw sum/count/min/max) for every hour cell that disagrees."""
-    first, last = window.start_us // HOUR_US, -(-window.end_us // HOUR_US)
-    series_filter, params = _series_filter(conn, account)
-    params.update({"h0": first, "h1": last, "t0": first * HOUR_US, "t1": last * HOUR_US})
-    rows = conn.execute(
-        f"""
-        WITH raw AS (
-            SELECT series_id, ts_us / 3600000000 AS hour, sum(quantity) AS q, count(*) AS n,
-                   min(quantity) AS lo, max(quantity) AS hi
-            FROM events WHERE ts_us >= :t0 AND ts_us < :t1 {series_filter}
-            GROUP BY series_id, ts_us / 3600000000
-        ),
-        roll AS (
-            SELECT series_id, hour, quantity AS q, event_count AS n, min_quantity AS lo, max_quantity AS hi
-            FROM rollup_hourly WHERE hour >= :h0 AND hour < :h1 {series_filter}
-        )
-        SELECT r.series_id, r.hour, r.q, r.n, r.lo, r.hi, w.q, w.n, w.lo, w.hi
-            FROM roll r LEFT JOIN raw w ON w.series_id = r.series_id AND w.hour = r.hour
-            WHERE w.q IS NOT r.q OR w.n IS NOT r.n OR w.lo IS NOT r.lo OR w.hi IS NOT r.hi
-        UNION ALL
-        SELECT w.series_id, w.hour, NULL, NULL, NULL, NULL, w.q, w.n, w.lo, w.hi
-            FROM raw w LEFT JOIN roll r ON r.series_id = w.series_id AND r.hour = w.hour
-            WHERE r.series_id IS NULL
-        """,
-        params,
-    ).fetchall()
-    return rows
-
-
 DAY_US = 24 * HOUR_US
 
 
-def drifting_daily_cells(conn: sqlite3.Connection, account: Optional[str], window: Window) -> list[tuple]:
-    """Like ``drifting_cells`` for ``rollup_daily``: (base_id, day, rollup q/n/lo/hi, raw q/n/lo/hi)."""
-    first, last = window.start_us // DAY_US, -(-window.end_us // DAY_US)
-    account_filter = "" if account is None else "AND s.account_id = :account"
-    base_filter = "" if account is None else "AND base_id IN (SELECT series_id FROM series WHERE account_id = :account)"
-    params = {"d0": first, "d1": last, "t0": first * DAY_US, "t1": last * DAY_US, "account": account}
+@dataclass(frozen=True)
+class Grain:
+    """One rollup tier: its table, the series column that keys it, and its time unit."""
+
+    table: str
+    key: str  # series_id (hourly) or base_id (daily)
+    unit: str
+    unit_us: int
+
+    def span(self, window: Window) -> dict:
+        """The whole units the window touches, as SQL parameters."""
+        first, last = window.start_us // self.unit_us, -(-window.end_us // self.unit_us)
+        return {"u0": first, "u1": last, "t0": first * self.unit_us, "t1": last * self.unit_us}
+
+    def raw_sql(self, account: Optional[str]) -> str:
+        """Raw events aggregated to this tier's cells, as rollup columns."""
+        return f"""
+            SELECT s.{self.key} AS {self.key}, e.ts_us / {self.unit_us} AS {self.unit}, sum(e.quantity) AS quantity,
+                   count(*) AS event_count, min(e.quantity) AS min_quantity, max(e.quantity) AS max_quantity
+            FROM events e JOIN series s ON s.series_id = e.series_id
+            WHERE e.ts_us >= :t0 AND e.ts_us < :t1 {'' if account is None else 'AND s.account_id = :account'}
+            GROUP BY s.{self.key}, e.ts_us / {self.unit_us}"""
+
+    def rollup_filter(self, account: Optional[str]) -> str:
+        owned = "" if account is None else f" AND {self.key} IN (SELECT series_id FROM series WHERE account_id = :account)"
+        return f"{self.unit} >= :u0 AND {self.unit} < :u1" + owned
+
+
+HOURLY = Grain("rollup_hourly", "series_id", "hour", HOUR_US)
+DAILY = Grain("rollup_daily", "base_id", "day", DAY_US)
+
+
+def drifting_cells(conn: sqlite3.Connection, account: Optional[str], window: Window, grain: Grain = HOURLY) -> list[tuple]:
+    """(key, unit, rollup sum/count/min/max, raw sum/count/min/max) for every cell of the tier that disagrees."""
+    k, u = grain.key, grain.unit
     return conn.execute(
         f"""
-        WITH raw AS (
-            SELECT s.base_id, e.ts_us / 86400000000 AS day, sum(e.quantity) AS q, count(*) AS n,
-                   min(e.quantity) AS lo, max(e.quantity) AS hi
-            FROM events e JOIN series s ON s.series_id = e.series_id
-            WHERE e.ts_us >= :t0 AND e.ts_us < :t1 {account_filter}
-            GROUP BY s.base_id, e.ts_us / 86400000000
-        ),
-        roll AS (
-            SELECT base_id, day, quantity AS q, event_count AS n, min_quantity AS lo, max_quantity AS hi
-            FROM rollup_daily WHERE day >= :d0 AND day < :d1 {base_filter}
-        )
-        SELECT r.base_id, r.day, r.q, r.n, r.lo, r.hi, w.q, w.n, w.lo, w.hi
-            FROM roll r LEFT JOIN raw w ON w.base_id = r.base_id AND w.day = r.day
-            WHERE w.q IS NOT r.q OR w.n IS NOT r.n OR w.lo IS NOT r.lo OR w.hi IS NOT r.hi
+        WITH raw AS ({grain.raw_sql(account)}),
+        roll AS (SELECT {k}, {u}, quantity, event_count, min_quantity, max_quantity
+                 FROM {grain.table} WHERE {grain.rollup_filter(account)})
+        SELECT r.{k}, r.{u}, r.quantity, r.event_count, r.min_quantity, r.max_quantity,
+               w.quantity, w.event_count, w.min_quantity, w.max_quantity
+            FROM roll r LEFT JOIN raw w ON w.{k} = r.{k} AND w.{u} = r.{u}
+            WHERE w.quantity IS NOT r.quantity OR w.event_count IS NOT r.event_count
+               OR w.min_quantity IS NOT r.min_quantity OR w.max_quantity IS NOT r.max_quantity
         UNION ALL
-        SELECT w.base_id, w.day, NULL, NULL, NULL, NULL, w.q, w.n, w.lo, w.hi
-            FROM raw w LEFT JOIN roll r ON r.base_id = w.base_id AND r.day = w.day
-            WHERE r.base_id IS NULL
+        SELECT w.{k}, w.{u}, NULL, NULL, NULL, NULL, w.quantity, w.event_count, w.min_quantity, w.max_quantity
+            FROM raw w LEFT JOIN roll r ON r.{k} = w.{k} AND r.{u} = w.{u}
+            WHERE r.{k} IS NULL
         """,
-        params,
+        dict(grain.span(window), account=account),
     ).fetchall()
 
 
-def _series_filter(conn: sqlite3.Connection, account: Optional[str]) -> tuple[str, dict]:
-    if account is None:
-        return "", {}
-    ids = [s.series_id for s in select_series(conn, [account], {})]
-    return "AND series_id IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(ids)}
+def rebuild(conn: sqlite3.Connection, account: Optional[str], window: Window, grain: Grain) -> None:
+    """Replace the tier's cells that the window touches with aggregates of the raw events."""
+    params = dict(grain.span(window), account=account)
+    conn.execute(f"DELETE FROM {grain.table} WHERE {grain.rollup_filter(account)}", params)
+    conn.execute(
+        f"INSERT INTO {grain.table} ({grain.key}, {grain.unit}, quantity, event_count, min_quantity, max_quantity)"
+        + grain.raw_sql(account),
+        params,
+    )
 
 
 def check_rollup_cells(ctx: VerifyContext) -> list[VerifyError]:
@@ -165,8 +162,8 @@ def check_rollup_cells(ctx: VerifyContext) -> list[VerifyError]:
     errors = []
     total = 0
     for label, cells, unit_us, stamp in (
-        ("hour", drifting_cells(ctx.conn, ctx.account, ctx.window), HOUR_US, _hour_text),
-        ("day", drifting_daily_cells(ctx.conn, ctx.account, ctx.window), DAY_US, _day_text),
+        ("hour", drifting_cells(ctx.conn, ctx.account, ctx.window, HOURLY), HOUR_US, _hour_text),
+        ("day", drifting_cells(ctx.conn, ctx.account, ctx.window, DAILY), DAY_US, _day_text),
     ):
         total += len(cells)
         names = _series_names(ctx.conn, {cell[0] for cell in cells[:MAX_NAMED_CELLS]})
@@ -225,22 +222,12 @@ def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, gro
 
 def repair(conn: sqlite3.Connection, account: Optional[str], window: Window) -> dict:
     """Rebuild the rollup hours and days the window touches from raw events, in one transaction."""
-    first, last = window.start_us // HOUR_US, -(-window.end_us // HOUR_US)
     with write_transaction(conn):
-        daily = drifting_daily_cells(conn, account, window)
-        if daily:
-            _rebuild_days(conn, account, window)
-        cells = drifting_cells(conn, account, window)
-        series_filter, params = _series_filter(conn, account)
-        params.update({"h0": first, "h1": last, "t0": first * HOUR_US, "t1": last * HOUR_US})
-        conn.execute(f"DELETE FROM rollup_hourly WHERE hour >= :h0 AND hour < :h1 {series_filter}", params)
-        conn.execute(
-            f"""INSERT INTO rollup_hourly (series_id, hour, quantity, event_count, min_quantity, max_quantity)
-                SELECT series_id, ts_us / 3600000000, sum(quantity), count(*), min(quantity), max(quantity)
-                FROM events WHERE ts_us >= :t0 AND ts_us < :t1 {series_filter}
-                GROUP BY series_id, ts_us / 3600000000""",
-            params,
-        )
+        daily = drifting_cells(conn, account, window, DAILY)
+        cells = drifting_cells(conn, account, window, HOURLY)
+        for grain, drift in ((DAILY, daily), (HOURLY, cells)):
+            if drift:
+                rebuild(conn, account, window, grain)
     names = _series_names(conn, {cell[0] for cell in cells})
     return {
         "repaired_cells": len(cells) + len(daily),
@@ -252,22 +239,6 @@ def repair(conn: sqlite3.Connection, account: Optional[str], window: Window) -> 
             for c in cells[:1000]
         ],
     }
-
-
-def _rebuild_days(conn: sqlite3.Connection, account: Optional[str], window: Window) -> None:
-    first, last = window.start_us // DAY_US, -(-window.end_us // DAY_US)
-    account_filter = "" if account is None else "AND s.account_id = :account"
-    base_filter = "" if account is None else "AND base_id IN (SELECT series_id FROM series WHERE account_id = :account)"
-    params = {"d0": first, "d1": last, "t0": first * DAY_US, "t1": last * DAY_US, "account": account}
-    conn.execute(f"DELETE FROM rollup_daily WHERE day >= :d0 AND day < :d1 {base_filter}", params)
-    conn.execute(
-        f"""INSERT INTO rollup_daily (base_id, day, quantity, event_count, min_quantity, max_quantity)
-            SELECT s.base_id, e.ts_us / 86400000000, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)
-            FROM events e JOIN series s ON s.series_id = e.series_id
-            WHERE e.ts_us >= :t0 AND e.ts_us < :t1 {account_filter}
-            GROUP BY s.base_id, e.ts_us / 86400000000""",
-        params,
-    )
 
 
 def _day_text(day: int) -> str:

@@ -33,7 +33,6 @@ FIRST_CLASS_KEYS = ("account_id", "meter_id", "model_id", "product_id", "unit", 
 METRICS = ("sum", "count", "min", "max", "avg")
 SOURCES = ("rollup", "raw")
 _NOT_KEYS = {"event_id", "quantity", "timestamp", "correction_ref", "dimensions", "segment_id", "line"}
-_SIX_PLACES = Decimal("0.000001")
 # Money never rounds: 120 digits hold any quantity below 10^12 times any
 # price a book can state; Inexact would be raised rather than rounding.
 EXACT_MONEY = decimal.Context(prec=120)
