@@ -136,10 +136,15 @@ def cli_env() -> dict:
     return env
 
 
+COMMIT_LINES = 20_000  # small transactions, so a kill can land between commits
+
+
 def start_ingest(db: Path, *files: Path) -> subprocess.Popen:
+    env = cli_env()
+    env["USAGEBOX_COMMIT_LINES"] = str(COMMIT_LINES)
     return subprocess.Popen(
         cli_command(db, "ingest", *files, "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
     )
 
 
@@ -266,7 +271,7 @@ def stored_events(db: Path) -> dict:
 
 # -- crash safety ----------------------------------------------------------------
 
-BIG_EVENTS = 80_000  # a few seconds of ingest: a commit after 50,000 lines (or 2 s), then the final one
+BIG_EVENTS = 80_000  # a few seconds of ingest: commits every COMMIT_LINES lines, then the final one
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +289,7 @@ def test_big_file_recompute_is_exact(big_file):
 
 def _kill_before_first_commit(watch, proc, big_file):
     wait_for(lambda: watch.value("SELECT count(*) FROM sqlite_schema WHERE name = 'events'") == 1, proc, what="schema")
-    time.sleep(0.3)  # inside the first transaction (a commit comes every 50,000 lines or 2 s)
+    time.sleep(0.3)  # inside the first transaction (the first commit comes after COMMIT_LINES lines)
     kill(proc)
 
 

@@ -18,6 +18,10 @@ class UsageboxError(Exception):
         self.message = message
         self.hint = hint
 
+    def __reduce__(self):
+        # Keeps the hint when the error crosses from the ingest reader process.
+        return type(self), (self.message, self.hint)
+
 
 class CannotRun(UsageboxError):
     """The command could not run at all: bad flag, unreadable file, foreign database (exit 2)."""

@@ -190,6 +190,7 @@ class Progress:
 
     def __init__(self) -> None:
         self._progress = None
+        self._started = False
         self._tasks: dict[str, Any] = {}
         if sys.stderr.isatty() and not os.environ.get("USAGEBOX_NO_PROGRESS"):
             from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
@@ -200,18 +201,22 @@ class Progress:
             )
 
     def __enter__(self):
-        if self._progress is not None:
-            self._progress.start()
         return self
 
     def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.stop()
+        if self._started:
+            self._progress.stop()  # type: ignore[union-attr]
         return False
 
     def update(self, source, done: int) -> None:
         if self._progress is None:
             return
+        if not self._started:
+            # Rich refreshes from a thread; starting it only now means the
+            # ingest has already forked its reader process (forking a process
+            # that runs threads can deadlock the child).
+            self._progress.start()
+            self._started = True
         task = self._tasks.get(source.label)
         if task is None:
             task = self._tasks[source.label] = self._progress.add_task(source.label, total=source.total_bytes)

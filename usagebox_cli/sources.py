@@ -71,7 +71,9 @@ class Source:
 
     def open(self) -> BinaryIO:
         if self.path == "-":
-            raw = sys.stdin.buffer
+            # The unbuffered stream: a buffered one fills its whole buffer
+            # (1 MiB here) before returning, which stalls a slow producer's pipe.
+            raw = getattr(sys.stdin.buffer, "raw", sys.stdin.buffer)
         else:
             try:
                 raw = open(self.path, "rb")
