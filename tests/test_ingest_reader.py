@@ -105,15 +105,19 @@ def test_a_read_error_in_the_reader_process_keeps_its_message_and_hint(tmp_path,
     messages = {}
     for in_child in (True, False):
         monkeypatch.setattr(ingest_reader, "PARSE_IN_CHILD", in_child)
-        conn = connect(tmp_path / f"cut-{in_child}.db")
+        db = tmp_path / f"cut-{in_child}.db"
+        conn = connect(db)
         with pytest.raises(CannotRun) as raised:
             ingest(conn, [str(truncated)], IngestOptions())
         conn.close()
-        messages[in_child] = (raised.value.message, raised.value.hint)
+        kept = sqlite3.connect(db).execute("SELECT count(*) FROM events").fetchone()[0]
+        messages[in_child] = (raised.value.message, raised.value.hint, kept)
     assert messages[True] == messages[False]
-    message, hint = messages[True]
+    message, hint, kept = messages[True]
     assert message.startswith(f"cannot read {truncated} after line ")
     assert hint and "run the same ingest again" in hint
+    # Every whole line before the break is kept, even in a transaction that was still open.
+    assert kept == int(message.split("after line ")[1].split(":")[0])
 
 
 @needs_fork

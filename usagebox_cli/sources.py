@@ -244,5 +244,5 @@ def _physical_lines(source: Source) -> Iterator[tuple[int, RawLine]]:
     except (OSError, EOFError, zlib.error) as exc:
         raise SourceReadError(
             f"cannot read {source.label} after line {number}: {exc}",
-            hint="events before that line were processed; fix the file and run the same ingest again",
+            hint="the lines before it are stored; fix the file and run the same ingest again",
         ) from None

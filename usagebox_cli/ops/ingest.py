@@ -25,7 +25,7 @@ from typing import Callable, Optional, TextIO
 from usagebox_cli import exactjson
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.ingest_reader import read_sources
-from usagebox_cli.sources import FORMATS, Source
+from usagebox_cli.sources import FORMATS, Source, SourceReadError
 from usagebox_cli.store.connection import begin_immediate, retry_busy
 from usagebox_cli.store.writer import IngestPolicy, IngestWriter
 from usagebox_cli.timefmt import format_ts, now_us
@@ -106,8 +106,8 @@ def ingest(
     """Ingest ``paths`` (``-`` is standard input) into the database; return the summary.
 
     Raises ``CannotRun`` before writing anything when a source cannot be
-    opened; a source that breaks off mid-stream raises after the batches
-    before the break are committed.
+    opened; a source that breaks off mid-stream raises ``SourceReadError``
+    after committing the lines read before the break.
     """
     if options.extra_mode not in EXTRA_MODES:
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
@@ -226,6 +226,14 @@ def _run(conn, sources, options, progress, rejects) -> IngestSummary:
             transactions.rollback()
         else:
             transactions.commit()
+    except SourceReadError:
+        # The input broke off: keep what was read before the break (its
+        # segment stays unfinished, and a re-run turns it into duplicates).
+        if options.dry_run:
+            transactions.rollback()
+        else:
+            transactions.commit()
+        raise
     except sqlite3.IntegrityError as exc:
         transactions.rollback()
         if "REAL value in INTEGER column" in str(exc) or "typeof(quantity)" in str(exc):

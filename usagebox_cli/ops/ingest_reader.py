@@ -31,7 +31,7 @@ from typing import Iterator, Optional
 
 from usagebox_cli.errors import CannotRun, UsageboxError
 from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize
-from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, iter_lines
+from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, SourceReadError, iter_lines
 from usagebox_cli.store.writer import Item, KnownDuplicate, Rejection
 
 BATCH_LINES = 5_000
@@ -198,31 +198,45 @@ class _Fingerprints:
 
 
 def _source_items(source: Source, extra_mode: str, assume_utc: bool, fingerprints: _Fingerprints) -> Iterator[list[Item]]:
-    """The lines of one source, classified, in batches of about ``BATCH_LINES``, in line order."""
+    """The lines of one source, classified, in batches of about ``BATCH_LINES``, in line order.
+
+    When the source breaks off (a truncated gzip, an I/O error), the lines
+    read before the break are still yielded, then the error is raised.
+    """
     batch: list[Item] = []
     if source.input_format == "csv":
-        for line, row in CsvRows(source):
-            if type(row) is str:
-                batch.append((line, Rejection(row)))
-            else:
-                parsed = parse_record(row, extra_mode, assume_utc)
-                batch.append((line, parsed._replace(raw=json.dumps(row, ensure_ascii=False))))
-            if len(batch) >= BATCH_LINES:
+        try:
+            for line, row in CsvRows(source):
+                if type(row) is str:
+                    batch.append((line, Rejection(row)))
+                else:
+                    parsed = parse_record(row, extra_mode, assume_utc)
+                    batch.append((line, parsed._replace(raw=json.dumps(row, ensure_ascii=False))))
+                if len(batch) >= BATCH_LINES:
+                    yield batch
+                    batch = []
+        except SourceReadError:
+            if batch:
                 yield batch
-                batch = []
+            raise
         if batch:
             yield batch
         return
     too_long = Rejection(f"line is longer than {MAX_LINE_BYTES} bytes")
     pending: list[tuple[int, bytes]] = []
-    for line, raw in iter_lines(source):
-        if raw is TOO_LONG:
-            batch.append((line, too_long))
-        else:
-            pending.append((line, raw))  # type: ignore[arg-type]
-        if len(pending) + len(batch) >= BATCH_LINES:
+    try:
+        for line, raw in iter_lines(source):
+            if raw is TOO_LONG:
+                batch.append((line, too_long))
+            else:
+                pending.append((line, raw))  # type: ignore[arg-type]
+            if len(pending) + len(batch) >= BATCH_LINES:
+                yield _merge(fingerprints.classify(pending, extra_mode, assume_utc), batch)
+                pending, batch = [], []
+    except SourceReadError:
+        if pending or batch:
             yield _merge(fingerprints.classify(pending, extra_mode, assume_utc), batch)
-            pending, batch = [], []
+        raise
     if pending or batch:
         yield _merge(fingerprints.classify(pending, extra_mode, assume_utc), batch)
 
@@ -276,7 +290,11 @@ def read_sources(sources: list[Source], extra_mode: str, assume_utc: bool, db_pa
                     _child(parent, write_fd, sources, extra_mode, assume_utc, db_path)  # never returns
                 os.close(write_fd)
     if pid is None:
-        yield messages(sources, extra_mode, assume_utc, db_path)
+        inline = messages(sources, extra_mode, assume_utc, db_path)
+        try:
+            yield inline
+        finally:
+            inline.close()
         return
     pipe = open(read_fd, "rb", buffering=1 << 20)
     try:
