@@ -25,6 +25,8 @@ from usagebox_cli.store.connection import connect
 from usagebox_cli.store.planner import UsageQuery, usage
 from usagebox_cli.timewindow import resolve
 
+pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
+
 OPUS = "claude-opus-4-8"
 SONNET = "claude-sonnet-4-5"
 JUNE = "2026-06"

@@ -26,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -37,6 +38,8 @@ from usagebox_cli.ops.verify import verify
 from usagebox_cli.store.connection import connect
 from usagebox_cli.store.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve
+
+pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
 
 ACCOUNTS = ["acct_a", "acct_b"]
 MONTHS = ["2026-05", "2026-06", "2026-07"]  # all ended: nothing here is in the future

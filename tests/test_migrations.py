@@ -19,6 +19,8 @@ from usagebox_cli.ops.ingest import IngestOptions, ingest
 from usagebox_cli.store import migrations
 from usagebox_cli.store.connection import APPLICATION_ID, connect
 
+pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
+
 # What each migration step adds to sqlite_schema.  A shipped step is never edited;
 # a new step must add its entry here on purpose (the test says so when it is missing).
 SCHEMA_BY_STEP = {

@@ -30,6 +30,8 @@ from usagebox_cli.store.connection import connect
 from usagebox_cli.store.planner import Series, UsageQuery
 from usagebox_cli.timewindow import resolve
 
+pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
+
 
 def book_file(tmp_path: Path, text: str, name: str = "prices.toml") -> str:
     path = tmp_path / name

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Optional
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,8 @@ from usagebox_cli.ops.ingest import IngestOptions, ingest
 from usagebox_cli.store.connection import connect
 from usagebox_cli.store.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve
+
+pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
 
 US = 1_000_000
 HOUR = 3600 * US
