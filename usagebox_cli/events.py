@@ -94,7 +94,7 @@ class ParsedLine(NamedTuple):
     """One structurally valid line.
 
     ``extra`` names unknown fields held back for the policy check;
-    ``fingerprint`` identifies the exact line text (see ``ops.ingest``).
+    ``fingerprint`` identifies the exact line text (see ``ops.ingest_reader``).
     """
 
     event: Event

@@ -113,7 +113,7 @@ def ingest(
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
     if options.input_format not in FORMATS:
         raise CannotRun("--input-format must be auto, ndjson or csv")
-    commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
+    lines_per_commit = commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
     if options.rejects_path:
         _check_rejects_path(options.rejects_path, paths)
     sources = open_sources(paths, options.input_format)
@@ -131,7 +131,7 @@ def ingest(
         # outside a transaction, hence here.
         conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            return _run(conn, sources, options, progress, rejects)
+            return _run(conn, sources, options, progress, rejects, lines_per_commit)
         finally:
             conn.execute("PRAGMA foreign_keys = ON")
     finally:
@@ -158,11 +158,11 @@ def commit_lines() -> int:
 class _Transactions:
     """Spans batches over one write transaction, committing by size and age."""
 
-    def __init__(self, conn: sqlite3.Connection, writer: IngestWriter, dry_run: bool):
+    def __init__(self, conn: sqlite3.Connection, writer: IngestWriter, dry_run: bool, commit_lines: int):
         self.conn, self.writer, self.dry_run = conn, writer, dry_run
         self.lines = 0
         self.started = 0.0
-        self.commit_lines = commit_lines()
+        self.commit_lines = commit_lines
 
     def ensure(self) -> None:
         if not self.conn.in_transaction:
@@ -187,10 +187,10 @@ class _Transactions:
         self.writer.forget_uncommitted()
 
 
-def _run(conn, sources, options, progress, rejects) -> IngestSummary:
+def _run(conn, sources, options, progress, rejects, lines_per_commit: int) -> IngestSummary:
     summary = IngestSummary(dry_run=options.dry_run)
     writer = IngestWriter(conn, IngestPolicy(options.extra_mode, options.allow_future))
-    transactions = _Transactions(conn, writer, options.dry_run)
+    transactions = _Transactions(conn, writer, options.dry_run, lines_per_commit)
     segment_ids: dict[int, int] = {}
 
     def segment_for(index: int) -> int:
