@@ -1,0 +1,111 @@
+"""A throwaway PostgreSQL server for the tests: real binaries, really started.
+
+``Cluster.start()`` runs ``initdb`` into a temporary folder and ``pg_ctl
+start`` with a Unix socket in that folder (``listen_addresses=''`` unless a
+TCP port is asked for, then loopback only).  When the tests run as root, as
+they do in CI, the server runs as the ``postgres`` user, because PostgreSQL
+refuses to run as root.  ``Cluster.database()`` hands each test a fresh,
+empty database and its connection string.
+
+The binaries are found in ``$USAGEBOX_PG_BIN``, else the newest
+``/usr/lib/postgresql/*/bin``, else on ``PATH``; ``.ci/run`` installs
+Debian's ``postgresql`` package where they are missing, so CI never skips
+these tests.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+SUPERUSER = "usagebox_admin"
+
+
+def import_psycopg():
+    """psycopg, or a skip on a machine without the extra; under CI (USAGEBOX_REQUIRE_POSTGRES) never a skip."""
+    import pytest
+
+    if os.environ.get("USAGEBOX_REQUIRE_POSTGRES"):
+        import psycopg
+
+        return psycopg
+    return pytest.importorskip("psycopg", reason="pip install -e '.[test,postgres]' to run the PostgreSQL tests")
+
+
+def find_bindir() -> Path | None:
+    explicit = os.environ.get("USAGEBOX_PG_BIN")
+    if explicit:
+        return Path(explicit)
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, tcp: bool = True):
+        bindir = find_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL server binaries not found: install Debian's postgresql package or set USAGEBOX_PG_BIN")
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="ubpg"))
+        self.data = self.root / "data"
+        self.port = free_port() if tcp else 5432
+        self.tcp = tcp
+        self._as_postgres = os.geteuid() == 0
+        self._names = itertools.count(1)
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        kwargs = {}
+        if self._as_postgres:
+            kwargs = {"user": "postgres", "group": "postgres", "extra_groups": []}
+        result = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True,
+                                cwd=self.root, timeout=120, **kwargs)
+        if result.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed ({result.returncode}): {result.stderr or result.stdout}")
+        return result
+
+    def start(self) -> "Cluster":
+        if self._as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
+                  "--locale=C", "--no-sync")
+        listen = "127.0.0.1" if self.tcp else ""
+        options = (f"-k {self.root} -p {self.port} -c listen_addresses='{listen}'"
+                   " -c fsync=off -c full_page_writes=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def conninfo(self, dbname: str = "postgres", tcp: bool = False) -> str:
+        """libpq's key=value form over the Unix socket, or a URI over loopback TCP."""
+        if tcp:
+            return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+        return f"host={self.root} port={self.port} user={SUPERUSER} dbname={dbname}"
+
+    def database(self) -> str:
+        """A fresh, empty database; returns its name."""
+        import psycopg
+
+        name = f"t{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name

@@ -1,0 +1,190 @@
+"""The PostgreSQL schema keeps the ledger's invariants by itself, on a real server.
+
+These tests talk to the migrated database directly (no usagebox code path in
+between), so they pin what the server refuses and maintains whoever writes:
+unique event ids, immutable history, trigger-kept rollups, overflow as an
+error, and migrations that refuse foreign or newer databases untouched.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+
+from pgcluster import Cluster, import_psycopg  # noqa: E402
+
+psycopg = import_psycopg()
+from usagebox_cli.engines.postgres import migrations  # noqa: E402
+from usagebox_cli.errors import CannotRun, NotADatabase  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    server = Cluster().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def conninfo(cluster):
+    return cluster.conninfo(cluster.database())
+
+
+@pytest.fixture
+def conn(conninfo):
+    with psycopg.connect(conninfo) as connection:
+        migrations.migrate(connection, "test")
+        yield connection
+
+
+def _seed(conn) -> tuple[int, int]:
+    """One segment and one base series; returns (segment_id, series_id)."""
+    segment = conn.execute(
+        "INSERT INTO usagebox.segments (path, input_format, started_at) VALUES ('f.ndjson', 'ndjson', 'now')"
+        " RETURNING segment_id").fetchone()[0]
+    series = conn.execute(
+        "INSERT INTO usagebox.series (identity, account_id, meter_id, kind) VALUES ('[\"a\",\"m\"]', 'a', 'm', 0)"
+        " RETURNING series_id").fetchone()[0]
+    conn.execute("UPDATE usagebox.series SET base_id = series_id")
+    return segment, series
+
+
+def _insert(conn, rows, segment, series) -> None:
+    conn.cursor().executemany(
+        "INSERT INTO usagebox.events (event_id, series_id, base_id, quantity, ts_us, kind, segment_id, line, ingested_us)"
+        " VALUES (%s, %s, %s, %s, %s, 0, %s, %s, 0)",
+        [(event_id, series, series, quantity, ts_us, segment, n) for n, (event_id, quantity, ts_us) in enumerate(rows, 1)],
+    )
+
+
+HOUR = 3_600_000_000
+
+
+def test_migrating_an_empty_database_creates_exactly_the_ledger(conn):
+    tables = {row[0] for row in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'usagebox' AND table_type = 'BASE TABLE'")}
+    assert tables == {"migrations", "segments", "series", "events", "rollup_hourly", "rollup_daily", "conflicts",
+                      "periods", "period_lines"}
+    views = {row[0] for row in conn.execute(
+        "SELECT table_name FROM information_schema.views WHERE table_schema = 'usagebox'")}
+    assert views == {"usage_events", "usage_hourly"}
+    triggers = {row[0] for row in conn.execute(
+        "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'usagebox' AND NOT t.tgisinternal")}
+    assert triggers == {"events_rollup", "events_immutable", "events_no_truncate", "conflicts_immutable",
+                        "conflicts_no_truncate", "periods_immutable", "periods_no_truncate",
+                        "period_lines_immutable", "period_lines_no_truncate"}
+    columns = [row[0] for row in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'usagebox'"
+        " AND table_name = 'usage_events' ORDER BY ordinal_position")]
+    assert columns == ["event_id", "account_id", "meter_id", "model_id", "product_id", "unit", "quantity",
+                       "timestamp", "ts_us", "kind", "correction_ref", "dimensions", "segment_id", "line",
+                       "ingested_at", "quantity_micros", "seq"]
+    assert [row[0] for row in conn.execute("SELECT name FROM usagebox.migrations")] == [n for n, _ in migrations.MIGRATIONS]
+
+
+def test_migrating_again_changes_nothing(conn):
+    before = conn.execute("SELECT name, applied_at FROM usagebox.migrations").fetchall()
+    migrations.migrate(conn, "test")
+    assert conn.execute("SELECT name, applied_at FROM usagebox.migrations").fetchall() == before
+
+
+def test_concurrent_first_use_migrates_once(conninfo):
+    errors = []
+
+    def first_use():
+        try:
+            with psycopg.connect(conninfo) as connection:
+                migrations.migrate(connection, "test")
+        except Exception as exc:  # collected: a thread cannot fail the test by itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(conninfo) as connection:
+        assert connection.execute("SELECT count(*) FROM usagebox.migrations").fetchone()[0] == len(migrations.MIGRATIONS)
+
+
+def test_a_database_with_foreign_tables_is_refused_untouched(conninfo):
+    with psycopg.connect(conninfo) as connection:
+        connection.execute("CREATE TABLE invoices (id int)")
+        connection.commit()
+        with pytest.raises(NotADatabase, match=r"holds tables that are not usagebox's \(public.invoices\)"):
+            migrations.migrate(connection, "test")
+        assert connection.execute("SELECT to_regnamespace('usagebox')").fetchone()[0] is None
+
+
+def test_a_newer_schema_is_refused(conn):
+    conn.execute("INSERT INTO usagebox.migrations (name) VALUES ('m999_future')")
+    conn.commit()
+    with pytest.raises(CannotRun, match="migrated by a newer usagebox"):
+        migrations.migrate(conn, "test")
+
+
+def test_rollups_are_kept_by_the_database_across_statements(conn):
+    segment, series = _seed(conn)
+    _insert(conn, [("e1", 1_500_000, 10), ("e2", 2_000_000, HOUR - 1), ("e3", 7_000_000, HOUR)], segment, series)
+    _insert(conn, [("e4", 500_000, 20)], segment, series)
+    hourly = conn.execute("SELECT hour, quantity, event_count, min_quantity, max_quantity FROM usagebox.rollup_hourly"
+                          " ORDER BY hour").fetchall()
+    assert hourly == [(0, 4_000_000, 3, 500_000, 2_000_000), (1, 7_000_000, 1, 7_000_000, 7_000_000)]
+    daily = conn.execute("SELECT day, quantity, event_count FROM usagebox.rollup_daily").fetchall()
+    assert daily == [(0, 11_000_000, 4)]
+    view = conn.execute("SELECT quantity, timestamp FROM usagebox.usage_events ORDER BY seq").fetchall()
+    assert view[0] == (Decimal("1.5"), "1970-01-01T00:00:00.000010Z")
+    assert view[2] == (Decimal("7"), "1970-01-01T01:00:00.000000Z")
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE usagebox.events SET quantity = 0",
+    "DELETE FROM usagebox.events",
+    "TRUNCATE usagebox.events CASCADE",
+])
+def test_events_are_immutable(conn, statement):
+    segment, series = _seed(conn)
+    _insert(conn, [("e1", 1, 1)], segment, series)
+    conn.commit()
+    with pytest.raises(psycopg.errors.RestrictViolation, match="usage events are immutable"):
+        conn.execute(statement)
+
+
+def test_the_conflict_log_and_frozen_periods_are_immutable(conn):
+    segment, _ = _seed(conn)
+    conn.execute("INSERT INTO usagebox.conflicts (event_id, existing, incoming, differences, segment_id, line, detected_at)"
+                 " VALUES ('e', '{}', '{}', 'quantity', %s, 1, 'now')", (segment,))
+    period = conn.execute(
+        "INSERT INTO usagebox.periods (account_id, period, start_us, end_us, closed_at, watermark, quantity, event_count)"
+        " VALUES ('a', '2026-06', 0, 1, 'now', 0, 0, 0) RETURNING period_id").fetchone()[0]
+    conn.execute("INSERT INTO usagebox.period_lines (period_id, meter_id, quantity, event_count) VALUES (%s, 'm', 0, 0)",
+                 (period,))
+    conn.commit()
+    for statement, message in [
+        ("DELETE FROM usagebox.conflicts", "append-only"),
+        ("UPDATE usagebox.periods SET quantity = 1", "frozen"),
+        ("DELETE FROM usagebox.period_lines", "frozen"),
+        ("TRUNCATE usagebox.period_lines", "frozen"),
+    ]:
+        with pytest.raises(psycopg.errors.RestrictViolation, match=message):
+            conn.execute(statement)
+        conn.rollback()
+
+
+def test_an_event_id_is_stored_once(conn):
+    segment, series = _seed(conn)
+    _insert(conn, [("e1", 1, 1)], segment, series)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        _insert(conn, [("e1", 1, 1)], segment, series)
+
+
+def test_an_overflowing_rollup_is_an_error_not_a_rounded_total(conn):
+    segment, series = _seed(conn)
+    big = 999_999_999_999 * 1_000_000
+    _insert(conn, [(f"e{n}", big, n) for n in range(9)], segment, series)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        _insert(conn, [("e9", big, 9), ("e10", big, 10)], segment, series)
