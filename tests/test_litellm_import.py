@@ -137,7 +137,7 @@ def test_a_model_asked_for_but_absent_is_named_on_stderr_with_exit_1_and_the_res
     assert result.returncode == 1
     assert result.stderr == (
         f"Error: {TABLE} does not price claude-opus-4-20250514, gpt-9*, acme-image-1; the book has rules for the 1 "
-        "model(s) it does price (no rule is written for a model the table lacks, so its usage stays unpriced)\n")
+        "model it does price (no rule is written for a model the table lacks, so its usage stays unpriced)\n")
     assert {r["model_id"] for r in book_of(result.stdout)["price"]} == {"claude-opus-4-8"}
 
 
@@ -338,3 +338,15 @@ def test_an_into_book_loads_once_the_loader_knows_effective_dates(cli, tmp_path)
     args = ("prices", "import", "litellm", newer_table(tmp_path), "--into", book, "--effective-from", "2026-08-01", "-o", book)
     assert cli(*args).returncode == 0
     assert len(load_price_book(str(book)).rules) == 6
+
+
+def test_into_a_rule_starting_on_the_date_itself_gets_the_new_price_in_place(cli, tmp_path):
+    book = tmp_path / "prices.toml"
+    book.write_text('currency = "USD"\n[[price]]\nmeter_id = "claude_code"\nmodel_id = "claude-sonnet-4-5"\n'
+                    'dimensions = { token_type = "input" }\nunit_price = "4"\nper = 1000000\neffective_from = "2026-08-01"\n')
+    result = cli("prices", "import", "litellm", newer_table(tmp_path), "--into", book, "--effective-from", "2026-08-01", "-o", book)
+    assert result.returncode == 0, result
+    assert result.stderr == f"wrote {book}: 2 rules opened from 2026-08-01, 0 closed, 0 unchanged, 1 repriced\n"
+    [first, *_] = book_of(book.read_text())["price"]
+    assert first == {"meter_id": "claude_code", "model_id": "claude-sonnet-4-5", "dimensions": {"token_type": "input"},
+                     "unit_price": "2.5", "per": 1000000, "effective_from": "2026-08-01"}

@@ -37,7 +37,7 @@ def import_(
     """
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
-    from usagebox_cli.ops.litellm_import import import_litellm, missing_error, write_book
+    from usagebox_cli.ops.litellm_import import import_litellm, missing_error, models_text, write_book
 
     if source not in SOURCES:
         raise CannotRun(f"unknown price table {source!r}; usagebox imports: {', '.join(SOURCES)}")
@@ -47,7 +47,7 @@ def import_(
     else:
         write_book(result.text, output, into)
         if into is None:
-            render.notice(f"wrote {result.opened} rules for {len(result.models)} models to {output}")
+            render.notice(f"wrote {result.opened} rules for {models_text(len(result.models))} to {output}")
         else:
             render.notice(f"wrote {output}: {result.opened} rules opened from {effective_from}, {result.closed} closed, "
                           f"{result.continued} unchanged, {result.replaced} repriced")

@@ -195,8 +195,12 @@ def import_litellm(path: str, patterns: list[str], meter: str = DEFAULT_METER,
 def missing_error(path: str, result: ImportResult) -> Refused:
     """The error for models asked for that the table does not price (the book is written anyway)."""
     asked = ", ".join(result.missing)
-    return Refused(f"{path} does not price {asked}; the book has rules for the {len(result.models)} model(s) it does price",
+    return Refused(f"{path} does not price {asked}; the book has rules for the {models_text(len(result.models))} it does price",
                    hint="no rule is written for a model the table lacks, so its usage stays unpriced")
+
+
+def models_text(count: int) -> str:
+    return f"{count} model" if count == 1 else f"{count} models"
 
 
 def parse_when(value: Any, where: str) -> int:
