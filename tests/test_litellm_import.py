@@ -350,3 +350,15 @@ def test_into_a_rule_starting_on_the_date_itself_gets_the_new_price_in_place(cli
     [first, *_] = book_of(book.read_text())["price"]
     assert first == {"meter_id": "claude_code", "model_id": "claude-sonnet-4-5", "dimensions": {"token_type": "input"},
                      "unit_price": "2.5", "per": 1000000, "effective_from": "2026-08-01"}
+
+
+def test_a_stated_one_hour_price_above_200k_wins_over_the_fallback():
+    from usagebox_cli.ops.litellm_import import model_rules
+
+    rules = model_rules({"input_cost_per_token": 3e-06, "cache_creation_input_token_cost": 3.75e-06,
+                         "input_cost_per_token_above_200k_tokens": 6e-06,
+                         "cache_creation_input_token_cost_above_1hr_above_200k_tokens": 1.3e-05}, "t.json", "m", "claude_code")
+    assert [(r["dimensions"], r["unit_price"]) for r in rules if r["dimensions"]["token_type"] == "cache_write_1h"] == [
+        ({"token_type": "cache_write_1h"}, "6"),
+        ({"token_type": "cache_write_1h", "context_tier": "above_200k"}, "13"),
+    ]
