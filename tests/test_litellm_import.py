@@ -362,3 +362,14 @@ def test_a_stated_one_hour_price_above_200k_wins_over_the_fallback():
         ({"token_type": "cache_write_1h"}, "6"),
         ({"token_type": "cache_write_1h", "context_tier": "above_200k"}, "13"),
     ]
+
+
+def test_into_the_same_rate_written_per_token_simply_continues(cli, tmp_path):
+    book = tmp_path / "prices.toml"
+    book.write_text('currency = "USD"\n[[price]]\nmeter_id = "claude_code"\nmodel_id = "claude-sonnet-4-5"\n'
+                    'dimensions = { token_type = "output" }\nunit_price = "0.000015"\n')
+    result = cli("prices", "import", "litellm", newer_table(tmp_path), "--into", book, "--effective-from", "2026-08-01", "-o", book)
+    assert result.returncode == 0, result
+    assert result.stderr == f"wrote {book}: 2 rules opened from 2026-08-01, 0 closed, 1 unchanged, 0 repriced\n"
+    assert book_of(book.read_text())["price"][0] == {"meter_id": "claude_code", "model_id": "claude-sonnet-4-5",
+                                                     "dimensions": {"token_type": "output"}, "unit_price": "0.000015"}

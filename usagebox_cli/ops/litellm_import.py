@@ -239,11 +239,13 @@ def rule_identity(rule: dict) -> tuple:
 
 
 def same_rate(rule: dict, new: dict) -> bool:
+    """Whether an existing rule already charges the new rule's rate (``per`` may differ: 0.000003 per 1 = 3 per 10^6)."""
     try:
         old_price, old_per = Decimal(str(rule["unit_price"])), Decimal(str(rule.get("per", 1)))
-    except (KeyError, decimal.InvalidOperation):
+        wide = decimal.Context(prec=200)  # compared, never stored: a hand-written price may have many digits
+        return wide.multiply(old_price, Decimal(new["per"])) == wide.multiply(Decimal(new["unit_price"]), old_per)
+    except (KeyError, decimal.DecimalException):
         return False
-    return _EXACT.multiply(old_price, Decimal(new["per"])) == _EXACT.multiply(Decimal(new["unit_price"]), old_per)
 
 
 def merge_into(book_path: str, header: dict, new_rules: list[dict], priced: list[str], when_text: str) -> ImportResult:
