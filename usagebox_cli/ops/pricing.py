@@ -107,7 +107,8 @@ def load_toml(path: str, what: str) -> dict:
 def load_price_book(path: str) -> PriceBook:
     """Read and check a TOML price book; errors name the file and the rule."""
     data = load_toml(path, "price book")
-    unknown = sorted(set(data) - {"currency", "price"})
+    # source / source_sha256 record where an imported book came from (``prices import``).
+    unknown = sorted(set(data) - {"currency", "price", "source", "source_sha256"})
     if unknown:
         raise CannotRun(f"{path}: unknown key {unknown[0]!r} (a price book has currency and [[price]] tables)")
     currency = data.get("currency")
