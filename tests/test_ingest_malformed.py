@@ -664,3 +664,76 @@ def test_event_ids_differing_only_after_a_nul_character_are_not_merged(cli, tmp_
     # Stored apart: a later "evt" with another quantity is judged against "evt" alone.
     later = cli("ingest", write_ndjson(tmp_path / "later.ndjson", [event(1, event_id="evt", quantity=3)]), "--json")
     assert later.json()["conflicts"] == 0, later
+
+
+# ---------------------------------------------------------------- the CSV corpus: every per-row failure is a per-row rejection
+
+CSV_HEADER = "event_id,account_id,meter_id,quantity,timestamp,dimensions.team,dimensions"
+
+# (test id, bad row as CSV text, the exact reason)
+CSV_CASES = [
+    ("nul_in_account_id", "csv_nul_acct,a\x00b,m,1,2026-06-16T10:14:05Z,,", NUL_REASON),
+    ("nul_in_event_id", "csv_nul\x00id,acct_42,m,1,2026-06-16T10:14:05Z,,", NUL_REASON),
+    ("nul_in_dimension_cell", "csv_nul_dim,acct_42,m,1,2026-06-16T10:14:05Z,x\x00,", NUL_REASON),
+    ("lone_surrogate_in_dimensions_json", 'csv_sur,acct_42,m,1,2026-06-16T10:14:05Z,,"{""k"":""\\ud800""}"', SURROGATE_REASON),
+    ("deeply_nested_dimensions_json", "csv_deep,acct_42,m,1,2026-06-16T10:14:05Z,," + "[" * 100_000,
+     "column 'dimensions' must hold a JSON object: nested too deeply"),
+    ("nan_in_dimensions_json", 'csv_nan,acct_42,m,1,2026-06-16T10:14:05Z,,"{""k"":NaN}"',
+     "column 'dimensions' must hold a JSON object: NaN is not allowed (numbers must be finite)"),
+    ("broken_dimensions_json", 'csv_broken,acct_42,m,1,2026-06-16T10:14:05Z,,"{""k"":"',
+     "column 'dimensions' must hold a JSON object: Expecting value at character 6"),
+    ("duplicate_key_in_dimensions_json", 'csv_dupkey,acct_42,m,1,2026-06-16T10:14:05Z,,"{""k"":""a"",""k"":""b""}"',
+     "column 'dimensions' is not valid: key 'k' appears twice in one object"),
+    ("dimension_in_column_and_json", 'csv_both,acct_42,m,1,2026-06-16T10:14:05Z,a,"{""team"":""b""}"',
+     "dimension 'team' is given both in column 'dimensions.team' and in column 'dimensions'"),
+    ("arabic_indic_quantity", "csv_arabic,acct_42,m,\u0661\u0660\u0660,2026-06-16T10:14:05Z,,", "'quantity' '\u0661\u0660\u0660' is not a decimal number"),
+    ("fullwidth_quantity", "csv_fullwidth,acct_42,m,\uff15,2026-06-16T10:14:05Z,,", "'quantity' '\uff15' is not a decimal number"),
+    ("timestamp_without_seconds", "csv_nosec,acct_42,m,1,2026-06-16T10:14Z,,", not_rfc3339("2026-06-16T10:14Z")),
+    ("timestamp_offset_without_colon", "csv_0200,acct_42,m,1,2026-06-16T10:14:05+0200,,", not_rfc3339("2026-06-16T10:14:05+0200")),
+]
+
+
+@pytest.fixture(scope="module")
+def csv_corpus(tmp_path_factory):
+    """Good row, bad row, good row, ...; ingested twice (the second run must give duplicates only)."""
+    folder = tmp_path_factory.mktemp("malformed_csv")
+    db = folder / "usage.db"
+    rows = [CSV_HEADER]
+    bad_line: dict[str, int] = {}
+    good: list[str] = []
+
+    def add_good() -> None:
+        event_id = f"csv_good_{len(good) + 1:03d}"
+        good.append(event_id)
+        rows.append(f"{event_id},acct_42,m,{len(good)},2026-06-16T10:14:05Z,t,")
+
+    add_good()
+    for name, bad, _reason in CSV_CASES:
+        rows.append(bad)
+        bad_line[name] = len(rows)
+        add_good()
+    path = folder / "corpus.csv"
+    path.write_bytes(("\n".join(rows) + "\n").encode("utf-8"))
+    first = Result(run_cli(["ingest", path, "--json"], db=db))
+    second = Result(run_cli(["ingest", path, "--json"], db=db))
+    return {"first": first, "second": second, "bad_line": bad_line, "good": good, "path": path}
+
+
+@pytest.mark.parametrize("name, reason", [pytest.param(name, reason, id=name) for name, _bad, reason in CSV_CASES])
+def test_malformed_csv_row_is_rejected_with_its_line_number_and_the_exact_reason(csv_corpus, name, reason):
+    result = csv_corpus["first"]
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    found = errors_by_line(result.json()).get(csv_corpus["bad_line"][name])
+    assert found is not None and len(found) == 1, found
+    assert (found[0]["outcome"], found[0]["source"], found[0]["reason"]) == ("rejected", str(csv_corpus["path"]), reason)
+
+
+def test_csv_corpus_commits_every_good_row_and_reruns_as_duplicates(csv_corpus):
+    """A bad cell costs its own row only: no batch rollback, no UNIQUE-constraint failure on re-runs."""
+    first, second = csv_corpus["first"].json(), csv_corpus["second"]
+    assert (first["accepted"], first["rejected"], first["duplicates"], first["conflicts"]) == (len(csv_corpus["good"]), len(CSV_CASES), 0, 0)
+    assert second.returncode == 1, second
+    assert "UNIQUE" not in second.stdout + second.stderr
+    doc = second.json()
+    assert (doc["accepted"], doc["rejected"], doc["duplicates"], doc["conflicts"]) == (0, len(CSV_CASES), len(csv_corpus["good"]), 0)
