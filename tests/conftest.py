@@ -11,11 +11,19 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every test runs at this "now" (the future-timestamp check, default windows,
+# close-period's "has the month ended"), so the suite passes on any date:
+# subprocesses get it as $USAGEBOX_NOW, in-process calls through
+# ``timefmt.clock``.  It lies after every event date the tests use.
+TEST_NOW = "2026-12-15T12:00:00Z"
+TEST_NOW_DATETIME = datetime(2026, 12, 15, 12, tzinfo=timezone.utc)
 
 
 def run_cli(args, *, db: Path | None = None, input: str | bytes | None = None, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
@@ -27,6 +35,7 @@ def run_cli(args, *, db: Path | None = None, input: str | bytes | None = None, e
     environment.pop("USAGEBOX_DB", None)
     environment["NO_COLOR"] = "1"
     environment["COLUMNS"] = "200"
+    environment["USAGEBOX_NOW"] = TEST_NOW
     if env:
         environment.update(env)
     return subprocess.run(
@@ -50,6 +59,18 @@ class Result:
 
     def __repr__(self) -> str:
         return f"Result(rc={self.returncode}, stdout={self.stdout[:500]!r}, stderr={self.stderr[:500]!r})"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fixed_clock():
+    """In-process "now" is ``TEST_NOW`` too (the CLI subprocesses get it from run_cli)."""
+    from usagebox_cli import timefmt
+
+    previous = timefmt.clock
+    fixed = (TEST_NOW_DATETIME - timefmt.EPOCH) // timefmt.ONE_US
+    timefmt.clock = lambda: fixed
+    yield
+    timefmt.clock = previous
 
 
 @pytest.fixture

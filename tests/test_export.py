@@ -279,3 +279,34 @@ def test_excel_safe_ndjson_keeps_quantities_as_numbers(source):
     assert docs["acct_42:r1"]["quantity"] == -5
     assert docs["acct_b:'+b1"]["meter_id"] == "'=cmd|' /C calc'!A0"
     assert '"quantity":-34.5' in result.stdout.replace(" ", "")
+
+
+def test_csv_round_trip_keeps_an_empty_dimension_value_apart_from_an_absent_one(tmp_path):
+    """An empty cell is absent, so a "" value goes in a trailing `dimensions` JSON column (README, CSV)."""
+    first = Db(tmp_path / "first.db")
+    events = [
+        {"event_id": "e_empty", "account_id": "acct_42", "meter_id": "m", "quantity": 1,
+         "timestamp": "2026-06-16T10:00:00Z", "dimensions": {"team": "", "region": "eu"}},
+        {"event_id": "e_absent", "account_id": "acct_42", "meter_id": "m", "quantity": 2,
+         "timestamp": "2026-06-16T11:00:00Z", "dimensions": {"region": "us"}},
+        {"event_id": "e_plain", "account_id": "acct_42", "meter_id": "m", "quantity": 3,
+         "timestamp": "2026-06-16T12:00:00Z", "dimensions": {"team": "a"}},
+    ]
+    ingest_ok(first, write_ndjson(tmp_path / "events.ndjson", events), 3)
+    exported = first("export", "--format", "csv")
+    assert exported.returncode == 0, exported
+    assert exported.stdout.splitlines() == [
+        "event_id,account_id,meter_id,model_id,product_id,unit,quantity,timestamp,kind,correction_ref,dimensions.region,dimensions.team,dimensions",
+        'e_empty,acct_42,m,,,,1,2026-06-16T10:00:00.000000Z,Usage,,eu,,"{""team"":""""}"',
+        "e_absent,acct_42,m,,,,2,2026-06-16T11:00:00.000000Z,Usage,,us,,",
+        "e_plain,acct_42,m,,,,3,2026-06-16T12:00:00.000000Z,Usage,,,a,",
+    ]
+    path = tmp_path / "export.csv"
+    path.write_text(exported.stdout, encoding="utf-8")
+    second = Db(tmp_path / "second.db")
+    ingest_ok(second, path, 3)
+    assert second("export").stdout == first("export").stdout
+    # Into its source: duplicates only (a merged "" would be a conflict).
+    again = first("ingest", path, "--json")
+    assert again.returncode == 0, again
+    assert again.json()["duplicates"] == 3

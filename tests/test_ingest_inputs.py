@@ -232,8 +232,11 @@ def test_standard_input_is_read_with_dash_or_no_file(cli, args):
     assert doc["accepted"] == 2
     (error,) = doc["errors"]
     assert error["line"] == 2 and error["outcome"] == "rejected"
-    assert error["source"] in ("-", "<stdin>")
     (segment,) = sources(cli)
+    # One name for standard input everywhere: the errors, the text summary and `sources` all say "-".
+    assert error["source"] == segment["path"] == "-"
+    text = cli("ingest", *args, input=data)
+    assert "-:2: rejected: invalid JSON" in text.stderr + text.stdout
     assert segment["sha256"] == hashlib.sha256(data.encode()).hexdigest()
     assert segment["size_bytes"] == len(data.encode())
     assert (segment["accepted"], segment["rejected"]) == (2, 1)

@@ -50,14 +50,25 @@ def errors_by_line(doc: dict) -> dict[int, list[dict]]:
     return found
 
 
-# (test id, bad line (str or bytes), expected event_id in the error or ANY, substrings the reason must contain)
+NOT_NDJSON = ("; NDJSON is one JSON object per line, not a JSON array or pretty-printed JSON"
+              " (jq -c '.[]' turns an array into NDJSON)")
+NUL_REASON = "text contains a NUL character (\\u0000), which usagebox does not store"
+SURROGATE_REASON = "text contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not valid Unicode"
+
+
+def not_rfc3339(text: str) -> str:
+    return f"'timestamp' {text!r} is not an RFC 3339 date-time (e.g. 2026-06-16T10:14:05Z)"
+
+
+# (test id, bad line (str or bytes), expected event_id in the error or ANY,
+#  substrings the reason must contain, or the exact reason as one string)
 CASES = [
     # -- not a JSON object at all
     ("truncated_json", '{"event_id": "evt_trunc", "account_id": "acct_42", "meter_id": "claude_tok', ANY, ["invalid JSON"]),
     ("not_json", "this is not json at all", ANY, ["invalid JSON"]),
     ("trailing_garbage", line("evt_trailing") + " garbage", ANY, ["invalid JSON"]),
     ("two_objects_on_one_line", line("evt_two_a") + line("evt_two_b"), ANY, ["invalid JSON"]),
-    ("json_array", json.dumps([event(1, event_id="evt_in_array")]), None, ["must be a JSON object", "array"]),
+    ("json_array", json.dumps([event(1, event_id="evt_in_array")]), None, "a line must be a JSON object, got array" + NOT_NDJSON),
     ("json_string", '"evt_000001"', None, ["must be a JSON object", "string"]),
     ("json_number", "42", None, ["must be a JSON object", "number"]),
     ("json_null", "null", None, ["must be a JSON object", "null"]),
@@ -146,6 +157,35 @@ CASES = [
     ("correction_without_ref", line("evt_corr_noref", kind="Correction", quantity=-5), "evt_corr_noref", ["Correction", "'correction_ref'"]),
     ("retraction_without_ref", json.dumps({"event_id": "evt_retr_noref", "account_id": "acct_42", "kind": "Retraction"}), "evt_retr_noref", ["Retraction", "'correction_ref'"]),
     ("kind_bogus", line("evt_bogus", kind="Bogus"), "evt_bogus", ["'kind'", "'Bogus'", "Usage, Correction or Retraction"]),
+    # -- repeated keys: two values for one field are ambiguous, never "the last wins"
+    ("duplicate_top_level_key", line("evt_dupkey")[:-1] + ', "account_id": "acct_other"}', None,
+     "invalid JSON: key 'account_id' appears twice in one object; a billing record must give each field once"),
+    ("duplicate_dimension_key", line("evt_dupdim")[:-1] + ', "dimensions": {"team": "a", "team": "b"}}', None,
+     "invalid JSON: key 'team' appears twice in one object; a billing record must give each field once"),
+    # -- NUL and lone surrogates in any text field
+    ("nul_escape_in_account_id", line("evt_nul_acct", account_id="a\u0000b"), "evt_nul_acct", NUL_REASON),
+    ("nul_escape_in_dimension_value", line("evt_nul_dim", dimensions={"team": "a\u0000"}), "evt_nul_dim", NUL_REASON),
+    ("lone_surrogate_in_model_id", line("evt_sur_model").replace('"claude-opus-4-8"', '"opus\\udfff"'), "evt_sur_model", SURROGATE_REASON),
+    # -- timestamps beyond RFC 3339 (fromisoformat takes them all)
+    ("timestamp_iso_basic_seven_digits", line("evt_ts_basic", timestamp="2026-06-16T101405.1234567Z"), "evt_ts_basic", not_rfc3339("2026-06-16T101405.1234567Z")),
+    ("timestamp_iso_basic", line("evt_ts_basic6", timestamp="20260616T101405Z"), "evt_ts_basic6", not_rfc3339("20260616T101405Z")),
+    ("timestamp_without_seconds", line("evt_ts_nosec", timestamp="2026-06-16T10:14Z"), "evt_ts_nosec", not_rfc3339("2026-06-16T10:14Z")),
+    ("timestamp_offset_without_colon", line("evt_ts_0200", timestamp="2026-06-16T10:14:05+0200"), "evt_ts_0200", not_rfc3339("2026-06-16T10:14:05+0200")),
+    ("timestamp_offset_hours_only", line("evt_ts_02", timestamp="2026-06-16T10:14:05+02"), "evt_ts_02", not_rfc3339("2026-06-16T10:14:05+02")),
+    ("timestamp_offset_with_seconds", line("evt_ts_offsec", timestamp="2026-06-16T10:14:05+02:00:30.5"), "evt_ts_offsec", not_rfc3339("2026-06-16T10:14:05+02:00:30.5")),
+    ("timestamp_empty_fraction", line("evt_ts_dotz", timestamp="2026-06-16T00:00:00.Z"), "evt_ts_dotz", not_rfc3339("2026-06-16T00:00:00.Z")),
+    ("timestamp_comma_fraction", line("evt_ts_comma", timestamp="2026-06-16T10:14:05,5Z"), "evt_ts_comma", not_rfc3339("2026-06-16T10:14:05,5Z")),
+    ("timestamp_unicode_digits", line("evt_ts_uni", timestamp="\u0662026-06-16T10:14:05Z"), "evt_ts_uni", not_rfc3339("\u0662026-06-16T10:14:05Z")),
+    ("timestamp_hour_24", line("evt_ts_24", timestamp="2026-06-16T24:00:00Z"), "evt_ts_24", not_rfc3339("2026-06-16T24:00:00Z")),
+    # -- quantities: decimal digits are 0-9 only (Decimal() reads any Unicode digit)
+    ("quantity_arabic_indic_digits", line("evt_q_arabic", quantity="\u0661\u0660\u0660"), "evt_q_arabic", "'quantity' '\u0661\u0660\u0660' is not a decimal number"),
+    ("quantity_fullwidth_digit", line("evt_q_fullwidth", quantity="\uff15"), "evt_q_fullwidth", "'quantity' '\uff15' is not a decimal number"),
+    # -- a JSON array or pretty-printed JSON, line by line: each line says what NDJSON is
+    ("array_open_bracket_line", "[", None, "invalid JSON: Expecting value at character 2" + NOT_NDJSON),
+    ("pretty_printed_open_brace_line", "  {", None, "invalid JSON: Expecting property name enclosed in double quotes at character 4" + NOT_NDJSON),
+    ("pretty_printed_member_line", '    "event_id": "evt_pretty",', None, "invalid JSON: Extra data at character 15" + NOT_NDJSON),
+    ("pretty_printed_close_brace_line", "  },", None, "invalid JSON: Expecting value at character 3" + NOT_NDJSON),
+    ("array_member_with_comma", line("evt_array_member") + ",", None, f"invalid JSON: Extra data at character {len(line('evt_array_member')) + 1}" + NOT_NDJSON),
 ]
 
 BLANKS = ["", "   ", "\t", " \r"]  # blank and whitespace-only lines, sprinkled into the corpus
@@ -216,7 +256,9 @@ def test_malformed_line_is_rejected_with_its_line_number_and_a_reason(corpus, na
     assert error["outcome"] == "rejected"
     if expected_event_id is not ANY:
         assert error["event_id"] == expected_event_id
-    for part in reason_parts:
+    if isinstance(reason_parts, str):
+        assert error["reason"] == reason_parts
+    for part in [] if isinstance(reason_parts, str) else reason_parts:
         assert part in error["reason"], f"reason {error['reason']!r} should mention {part!r}"
     # The good lines on either side were committed, and are not reported.
     before, after = corpus["neighbours"][name]
@@ -622,3 +664,76 @@ def test_event_ids_differing_only_after_a_nul_character_are_not_merged(cli, tmp_
     # Stored apart: a later "evt" with another quantity is judged against "evt" alone.
     later = cli("ingest", write_ndjson(tmp_path / "later.ndjson", [event(1, event_id="evt", quantity=3)]), "--json")
     assert later.json()["conflicts"] == 0, later
+
+
+# ---------------------------------------------------------------- the CSV corpus: every per-row failure is a per-row rejection
+
+CSV_HEADER = "event_id,account_id,meter_id,quantity,timestamp,dimensions.team,dimensions"
+
+# (test id, bad row as CSV text, the exact reason)
+CSV_CASES = [
+    ("nul_in_account_id", "csv_nul_acct,a\x00b,m,1,2026-06-16T10:14:05Z,,", NUL_REASON),
+    ("nul_in_event_id", "csv_nul\x00id,acct_42,m,1,2026-06-16T10:14:05Z,,", NUL_REASON),
+    ("nul_in_dimension_cell", "csv_nul_dim,acct_42,m,1,2026-06-16T10:14:05Z,x\x00,", NUL_REASON),
+    ("lone_surrogate_in_dimensions_json", 'csv_sur,acct_42,m,1,2026-06-16T10:14:05Z,,"{""k"":""\\ud800""}"', SURROGATE_REASON),
+    ("deeply_nested_dimensions_json", "csv_deep,acct_42,m,1,2026-06-16T10:14:05Z,," + "[" * 100_000,
+     "column 'dimensions' must hold a JSON object: nested too deeply"),
+    ("nan_in_dimensions_json", 'csv_nan,acct_42,m,1,2026-06-16T10:14:05Z,,"{""k"":NaN}"',
+     "column 'dimensions' must hold a JSON object: NaN is not allowed (numbers must be finite)"),
+    ("broken_dimensions_json", 'csv_broken,acct_42,m,1,2026-06-16T10:14:05Z,,"{""k"":"',
+     "column 'dimensions' must hold a JSON object: Expecting value at character 6"),
+    ("duplicate_key_in_dimensions_json", 'csv_dupkey,acct_42,m,1,2026-06-16T10:14:05Z,,"{""k"":""a"",""k"":""b""}"',
+     "column 'dimensions' is not valid: key 'k' appears twice in one object"),
+    ("dimension_in_column_and_json", 'csv_both,acct_42,m,1,2026-06-16T10:14:05Z,a,"{""team"":""b""}"',
+     "dimension 'team' is given both in column 'dimensions.team' and in column 'dimensions'"),
+    ("arabic_indic_quantity", "csv_arabic,acct_42,m,\u0661\u0660\u0660,2026-06-16T10:14:05Z,,", "'quantity' '\u0661\u0660\u0660' is not a decimal number"),
+    ("fullwidth_quantity", "csv_fullwidth,acct_42,m,\uff15,2026-06-16T10:14:05Z,,", "'quantity' '\uff15' is not a decimal number"),
+    ("timestamp_without_seconds", "csv_nosec,acct_42,m,1,2026-06-16T10:14Z,,", not_rfc3339("2026-06-16T10:14Z")),
+    ("timestamp_offset_without_colon", "csv_0200,acct_42,m,1,2026-06-16T10:14:05+0200,,", not_rfc3339("2026-06-16T10:14:05+0200")),
+]
+
+
+@pytest.fixture(scope="module")
+def csv_corpus(tmp_path_factory):
+    """Good row, bad row, good row, ...; ingested twice (the second run must give duplicates only)."""
+    folder = tmp_path_factory.mktemp("malformed_csv")
+    db = folder / "usage.db"
+    rows = [CSV_HEADER]
+    bad_line: dict[str, int] = {}
+    good: list[str] = []
+
+    def add_good() -> None:
+        event_id = f"csv_good_{len(good) + 1:03d}"
+        good.append(event_id)
+        rows.append(f"{event_id},acct_42,m,{len(good)},2026-06-16T10:14:05Z,t,")
+
+    add_good()
+    for name, bad, _reason in CSV_CASES:
+        rows.append(bad)
+        bad_line[name] = len(rows)
+        add_good()
+    path = folder / "corpus.csv"
+    path.write_bytes(("\n".join(rows) + "\n").encode("utf-8"))
+    first = Result(run_cli(["ingest", path, "--json"], db=db))
+    second = Result(run_cli(["ingest", path, "--json"], db=db))
+    return {"first": first, "second": second, "bad_line": bad_line, "good": good, "path": path}
+
+
+@pytest.mark.parametrize("name, reason", [pytest.param(name, reason, id=name) for name, _bad, reason in CSV_CASES])
+def test_malformed_csv_row_is_rejected_with_its_line_number_and_the_exact_reason(csv_corpus, name, reason):
+    result = csv_corpus["first"]
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    found = errors_by_line(result.json()).get(csv_corpus["bad_line"][name])
+    assert found is not None and len(found) == 1, found
+    assert (found[0]["outcome"], found[0]["source"], found[0]["reason"]) == ("rejected", str(csv_corpus["path"]), reason)
+
+
+def test_csv_corpus_commits_every_good_row_and_reruns_as_duplicates(csv_corpus):
+    """A bad cell costs its own row only: no batch rollback, no UNIQUE-constraint failure on re-runs."""
+    first, second = csv_corpus["first"].json(), csv_corpus["second"]
+    assert (first["accepted"], first["rejected"], first["duplicates"], first["conflicts"]) == (len(csv_corpus["good"]), len(CSV_CASES), 0, 0)
+    assert second.returncode == 1, second
+    assert "UNIQUE" not in second.stdout + second.stderr
+    doc = second.json()
+    assert (doc["accepted"], doc["rejected"], doc["duplicates"], doc["conflicts"]) == (0, len(CSV_CASES), len(csv_corpus["good"]), 0)

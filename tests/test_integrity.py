@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import event, write_ndjson
+from conftest import TEST_NOW_DATETIME, event, write_ndjson
 from usagebox_cli.ops.ingest import IngestOptions, ingest
 from usagebox_cli.ops.periods import close_all, close_period, period_document
 from usagebox_cli.store.connection import connect
@@ -434,7 +434,7 @@ def test_explain_event_shows_provenance_and_what_corrects_it(cli, db, tmp_path):
 
 
 def test_closing_a_month_that_has_not_ended_needs_force(cli, db, tmp_path):
-    now = datetime.now(timezone.utc)
+    now = TEST_NOW_DATETIME  # the "now" every CLI call in the tests runs at
     current = f"{now.year:04d}-{now.month:02d}"
     ingest_in_process(db, tmp_path / "now.ndjson", [event(1, timestamp=f"{current}-01T00:00:00Z")])
     result = cli("close-period", "acct_42", current, "--json")

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import Result, run_cli, write_ndjson
+from conftest import TEST_NOW_DATETIME, Result, run_cli, write_ndjson
 
 ALL_OF_JUNE = ("--period", "2026-06")
 
@@ -315,7 +315,7 @@ def test_day_buckets_follow_tz(june):
 
 
 def test_last_counts_back_from_now(cli, tmp_path):
-    now = datetime.now(timezone.utc)
+    now = TEST_NOW_DATETIME  # the "now" every CLI call in the tests runs at
     ingest(cli, tmp_path, [
         ev("recent", 5, utc(now - timedelta(minutes=20))),
         ev("older", 7, utc(now - timedelta(hours=3))),
@@ -331,7 +331,7 @@ def test_last_counts_back_from_now(cli, tmp_path):
 
 
 def test_default_window_is_month_to_date(cli, tmp_path):
-    now = datetime.now(timezone.utc)
+    now = TEST_NOW_DATETIME  # the "now" every CLI call in the tests runs at
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     this_month = max(now - timedelta(seconds=2), month_start)
     ingest(cli, tmp_path, [

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Any, NamedTuple, Optional, Union
 
@@ -27,18 +26,16 @@ from usagebox_cli.fields import (  # noqa: F401  (re-exported: the event vocabul
     CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CODES, KIND_NAMES, RETRACTION, USAGE,
 )
 from usagebox_cli.quantity import QuantityError, to_scaled
+from usagebox_cli.timefmt import EPOCH, MAX_TS_US, ONE_US, InstantError, parse_rfc3339  # noqa: F401
 
 MAX_DIMENSIONS = 16
 MAX_DIMENSION_VALUE = 256
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ONE_US = timedelta(microseconds=1)
-MAX_TS_US = (datetime(9999, 12, 31, 23, 59, 59, 999999) - datetime(1970, 1, 1)) // ONE_US + 1
 US_PER_HOUR = 3_600_000_000
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-_FRACTION = re.compile(r"\d*")
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# [0-9], not \d: Decimal() reads any Unicode digit ("\u0661\u0660\u0660", fullwidth "\uff15").
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class EventInvalid(ValueError):
@@ -107,27 +104,41 @@ def parse_instant(text: Any, assume_utc: bool) -> int:
     """RFC 3339 text to UTC microseconds, exactly; raises ``EventInvalid``."""
     if not isinstance(text, str):
         raise EventInvalid(f"'timestamp' must be an RFC 3339 string, got {_json_type(text)}")
-    if len(text) < 16 or text[4] != "-" or text[7] != "-" or text[10] not in "Tt ":
-        raise EventInvalid(f"'timestamp' {text!r} is not an RFC 3339 date-time (e.g. 2026-06-16T10:14:05Z)")
     try:
-        # RFC 3339 allows a lowercase z; fromisoformat does not.
-        instant = datetime.fromisoformat(text[:-1] + "Z" if text[-1] == "z" else text)
-    except ValueError:
-        raise EventInvalid(f"'timestamp' {text!r} is not an RFC 3339 date-time (e.g. 2026-06-16T10:14:05Z)") from None
-    # fromisoformat would silently truncate a 7th fractional digit; only a
-    # string longer than 26 characters can carry one.
-    if len(text) > 26 and text[19] in ".," and _FRACTION.match(text, 20).end() - 20 > 6:
-        raise EventInvalid(f"'timestamp' {text!r} has more than 6 fractional-second digits")
-    if instant.tzinfo is None:
-        if not assume_utc:
-            raise EventInvalid(
-                f"'timestamp' {text!r} has no UTC offset; add Z or +HH:MM, or pass --assume-utc"
-            )
-        instant = instant.replace(tzinfo=timezone.utc)
-    ts_us = (instant - EPOCH) // ONE_US
-    if not 0 <= ts_us < MAX_TS_US:
-        raise EventInvalid(f"'timestamp' {text!r} is outside the years 1970-9999")
-    return ts_us
+        return parse_rfc3339(text, assume_utc)
+    except InstantError as exc:
+        raise EventInvalid(str(exc)) from None
+
+
+NUL_TEXT = "text contains a NUL character (\\u0000), which usagebox does not store"
+SURROGATE_TEXT = "text contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not valid Unicode"
+
+
+def unstorable_text(value) -> str | None:
+    """A reason when a string inside a decoded record holds a NUL or a lone surrogate.
+
+    SQLite's JSON functions cut text at a NUL, and a lone surrogate cannot be
+    written as UTF-8: either would store something other than what was sent.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return NUL_TEXT
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return SURROGATE_TEXT
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = unstorable_text(key) or unstorable_text(item)
+            if found:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = unstorable_text(item)
+            if found:
+                return found
+    return None
 
 
 def parse_quantity(value: Any) -> int:

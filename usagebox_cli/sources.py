@@ -13,13 +13,16 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import os
 import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator, Union
 
+from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun
+from usagebox_cli.events import NUL_TEXT, unstorable_text
 
 MAX_LINE_BYTES = 1 << 20
 FORMATS = ("auto", "ndjson", "csv")
@@ -67,7 +70,9 @@ class Source:
 
     @property
     def label(self) -> str:
-        return "<stdin>" if self.path == "-" else self.path
+        """The name in messages: the path as given, so ``-`` for standard input,
+        as in ``sources`` and ``explain`` (one name for one source everywhere)."""
+        return self.path
 
     def open(self) -> BinaryIO:
         if self.path == "-":
@@ -154,10 +159,16 @@ class CsvRows:
                 yield "\n"
                 continue
             try:
-                yield raw.decode("utf-8")  # type: ignore[union-attr]
+                text = raw.decode("utf-8")  # type: ignore[union-attr]
             except UnicodeDecodeError as exc:
                 self.bad_lines[number] = f"invalid UTF-8 at byte {exc.start + 1}"
                 yield raw.decode("utf-8", "replace")  # type: ignore[union-attr]
+                continue
+            # The csv module passes a NUL through; NDJSON refuses it as a
+            # control character, and so must CSV (SQLite would cut text there).
+            if "\x00" in text:
+                self.bad_lines[number] = NUL_TEXT
+            yield text
 
     def __iter__(self) -> Iterator[tuple[int, Union[dict, str]]]:
         csv.field_size_limit(MAX_LINE_BYTES)
@@ -196,28 +207,51 @@ class CsvRows:
 
 
 def _row_to_record(header: list[str], cells: list[str]) -> Union[dict, str]:
-    import json
+    """One row as an event record, or the reason it cannot be one.
 
+    An empty ``dimensions.KEY`` cell is an absent dimension; an empty-string
+    value can only be given in the ``dimensions`` JSON cell, which is how
+    ``export`` writes one (so a CSV round trip keeps ``""`` apart from absent).
+    """
     record: dict = {}
     dimensions: dict = {}
+    from_json: dict = {}
     for name, cell in zip(header, cells):
         if cell == "":
             continue
         if name.startswith("dimensions."):
             dimensions[name[len("dimensions."):]] = cell
         elif name == "dimensions":
-            try:
-                parsed = json.loads(cell)
-            except ValueError:
-                return "column 'dimensions' must hold a JSON object"
-            if type(parsed) is not dict:
-                return "column 'dimensions' must hold a JSON object"
-            dimensions.update(parsed)
+            parsed = _dimensions_cell(cell)
+            if type(parsed) is str:
+                return parsed
+            from_json = parsed
         else:
             record[name] = cell
+    if from_json:
+        both = sorted(set(from_json) & set(dimensions))
+        if both:
+            return f"dimension {both[0]!r} is given both in column 'dimensions.{both[0]}' and in column 'dimensions'"
+        dimensions.update(from_json)
     if dimensions:
         record["dimensions"] = dimensions
     return record
+
+
+def _dimensions_cell(cell: str) -> Union[dict, str]:
+    """The JSON object in a ``dimensions`` cell, or a reason."""
+    try:
+        parsed = strictjson.loads(cell)
+    except strictjson.DuplicateKey as exc:
+        return f"column 'dimensions' is not valid: {exc}"
+    except RecursionError:
+        return "column 'dimensions' must hold a JSON object: nested too deeply"
+    except ValueError as exc:  # JSONDecodeError, NaN, a 5000-digit number
+        detail = f"{exc.msg} at character {exc.pos + 1}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        return f"column 'dimensions' must hold a JSON object: {detail}"
+    if type(parsed) is not dict:
+        return "column 'dimensions' must hold a JSON object"
+    return unstorable_text(parsed) or parsed
 
 
 def _physical_lines(source: Source) -> Iterator[tuple[int, RawLine]]:

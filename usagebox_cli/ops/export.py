@@ -55,6 +55,15 @@ def dimension_keys(conn: sqlite3.Connection, account: Optional[str]) -> list[str
     return sorted(row[0] for row in conn.execute(sql + " ORDER BY 1", params))
 
 
+def _has_empty_dimension_value(conn: sqlite3.Connection, account: Optional[str]) -> bool:
+    sql = "SELECT 1 FROM series s, json_each(s.dimensions) j WHERE s.dimensions IS NOT NULL AND j.value = ''"
+    params: tuple = ()
+    if account is not None:
+        sql += " AND s.account_id = ?"
+        params = (account,)
+    return conn.execute(sql + " LIMIT 1", params).fetchone() is not None
+
+
 def export(conn: sqlite3.Connection, out: TextIO, fmt: str, account: Optional[str], window: Window, excel_safe: bool) -> int:
     """Write the events to ``out``; return how many were written."""
     count = 0
@@ -68,14 +77,21 @@ def export(conn: sqlite3.Connection, out: TextIO, fmt: str, account: Optional[st
             out.write(exactjson.dumps(doc) + "\n")
             count += 1
         return count
+    # An empty cell is an absent value, so a "" dimension value cannot go in
+    # its dimensions.KEY cell: it goes in a trailing `dimensions` JSON column,
+    # present only when some event has one (ingest reads both).
     keys = dimension_keys(conn, account)
+    empty_values = _has_empty_dimension_value(conn, account)
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(list(COLUMNS) + [f"dimensions.{key}" for key in keys])
+    writer.writerow(list(COLUMNS) + [f"dimensions.{key}" for key in keys] + (["dimensions"] if empty_values else []))
     for row in _rows(conn, account, window):
         doc = _document(row)
         dims = doc.pop("dimensions") or {}
         cells = ["" if doc[c] is None else exactjson.dumps(doc[c]) if c == "quantity" else str(doc[c]) for c in COLUMNS]
         cells += [dims.get(key, "") for key in keys]
+        if empty_values:
+            empty = {key: value for key, value in dims.items() if value == ""}
+            cells.append(exactjson.dumps(empty) if empty else "")
         if excel_safe:
             cells = [_excel_safe(cell) for cell in cells]
         writer.writerow(cells)

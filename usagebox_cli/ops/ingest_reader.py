@@ -26,11 +26,11 @@ import signal
 import sqlite3
 import sys
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import Iterator, Optional
 
+from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun, UsageboxError
-from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize
+from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize, unstorable_text
 from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, SourceReadError, iter_lines
 from usagebox_cli.store.writer import Item, KnownDuplicate, Rejection
 
@@ -39,23 +39,16 @@ BATCH_LINES = 5_000
 PARSE_IN_CHILD = hasattr(os, "fork")
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not allowed (numbers must be finite)")
+# A line that fails to decode and looks like a piece of a JSON array or of
+# pretty-printed JSON gets this said, so the fix is plain.
+_NOT_NDJSON = ("; NDJSON is one JSON object per line, not a JSON array or pretty-printed JSON"
+               " (jq -c '.[]' turns an array into NDJSON)")
+_FRAGMENT_LINES = frozenset(("[", "]", "{", "}", "},", "],", "]}", "[{"))
 
 
-_decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
-_scan = _decoder.scan_once
-
-
-def _decode(text: str):
-    """``json.loads`` with exact decimals, calling the C scanner directly on the fast path."""
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration:
-        return _decoder.decode(text)  # raises JSONDecodeError with the position
-    if end != len(text):
-        return _decoder.decode(text)  # leading/trailing garbage: the full decoder says where
-    return value
+def _looks_like_a_fragment(text: str, error: json.JSONDecodeError) -> bool:
+    stripped = text.strip()
+    return error.msg == "Extra data" or stripped in _FRAGMENT_LINES or stripped.startswith("[")
 
 
 def parse_record(record, extra_mode: str, assume_utc: bool) -> ParsedLine | Rejection:
@@ -69,29 +62,6 @@ def parse_record(record, extra_mode: str, assume_utc: bool) -> ParsedLine | Reje
 _BAD_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
 
 
-def _unstorable_text(value) -> str | None:
-    """A reason when a string inside the record holds a NUL or a lone surrogate."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "text contains a NUL character (\\u0000), which usagebox does not store"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "text contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not valid Unicode"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = _unstorable_text(key) or _unstorable_text(item)
-            if found:
-                return found
-    if isinstance(value, list):
-        for item in value:
-            found = _unstorable_text(item)
-            if found:
-                return found
-    return None
-
-
 def parse_ndjson_line(raw: bytes, extra_mode: str, assume_utc: bool, fingerprint: int | None = None) -> ParsedLine | Rejection:
     """One NDJSON line to a parsed event or a rejection with a reason a person can act on."""
     try:
@@ -99,9 +69,12 @@ def parse_ndjson_line(raw: bytes, extra_mode: str, assume_utc: bool, fingerprint
     except UnicodeDecodeError as exc:
         return Rejection(f"invalid UTF-8 at byte {exc.start + 1}", raw=raw.decode("utf-8", "replace").rstrip("\r\n"))
     try:
-        record = _decode(text)
+        record = strictjson.loads(text)
     except json.JSONDecodeError as exc:
-        return Rejection(f"invalid JSON: {exc.msg} at character {exc.pos + 1}", raw=text)
+        hint = _NOT_NDJSON if _looks_like_a_fragment(text, exc) else ""
+        return Rejection(f"invalid JSON: {exc.msg} at character {exc.pos + 1}{hint}", raw=text)
+    except strictjson.DuplicateKey as exc:
+        return Rejection(f"invalid JSON: {exc}; a billing record must give each field once", raw=text)
     except RecursionError:
         return Rejection("invalid JSON: nested too deeply", raw=text[:200])
     except ValueError as exc:
@@ -112,10 +85,12 @@ def parse_ndjson_line(raw: bytes, extra_mode: str, assume_utc: bool, fingerprint
     # JSON functions cut text there) or half of a surrogate pair.  Only lines
     # that contain such an escape pay for the check.
     if "\\u" in text and _BAD_ESCAPE.search(text):
-        problem = _unstorable_text(record)
+        problem = unstorable_text(record)
         if problem:
             event_id = record.get("event_id") if type(record) is dict else None
             return Rejection(problem, event_id if type(event_id) is str and event_id.isprintable() else None, raw=text)
+    if type(record) is list:
+        return Rejection(f"a line must be a JSON object, got array{_NOT_NDJSON}", raw=text)
     parsed = parse_record(record, extra_mode, assume_utc)
     if type(parsed) is Rejection:
         return parsed._replace(raw=text)
@@ -211,7 +186,7 @@ def _source_items(source: Source, extra_mode: str, assume_utc: bool, fingerprint
                     batch.append((line, Rejection(row)))
                 else:
                     parsed = parse_record(row, extra_mode, assume_utc)
-                    batch.append((line, parsed._replace(raw=json.dumps(row, ensure_ascii=False))))
+                    batch.append((line, parsed._replace(raw=json.dumps(row, ensure_ascii=False, default=str))))
                 if len(batch) >= BATCH_LINES:
                     yield batch
                     batch = []

@@ -102,6 +102,8 @@ def load_toml(path: str, what: str) -> dict:
         raise CannotRun(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CannotRun(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise CannotRun(f"{path} is not valid TOML: arrays or inline tables nested too deeply") from None
 
 
 def load_price_book(path: str) -> PriceBook:

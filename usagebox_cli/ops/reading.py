@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from typing import Any, Optional, Union
 
+from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.store.planner import METRICS, UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve
@@ -55,8 +55,10 @@ def load_query_document(file: Optional[str], json_text: Optional[str]) -> dict:
             raise CannotRun(f"cannot read query file {file}: {exc.strerror or exc}") from None
         label = file  # type: ignore[assignment]
     try:
-        document = json.loads(text)
-    except ValueError as exc:
+        document = strictjson.loads(text)
+    except RecursionError:
+        raise CannotRun(f"{label} is not a query document: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, DuplicateKey, NaN
         raise CannotRun(f"{label} is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise CannotRun(f"{label} must hold a JSON object")
