@@ -77,20 +77,26 @@ def test_above_200k_prices_become_rules_that_also_name_the_context_tier(cli):
     assert list(tiered[0]["dimensions"]) == ["token_type", "context_tier"]
 
 
-def test_one_hour_cache_writes_fall_back_to_twice_input_only_where_the_table_prices_cache_writes(cli):
+def test_one_hour_cache_writes_fall_back_to_twice_input_wherever_the_input_price_is_known(cli):
     doc = book_of(cli("prices", "import", "litellm", TABLE).stdout)
     one_hour = {r["model_id"]: r["unit_price"] for r in doc["price"]
                 if r["dimensions"] == {"token_type": "cache_write_1h"}}
-    # opus states its 1-hour price; sonnet has none, so 2 x 3; haiku and acme state no cache-write price at all
-    assert one_hour == {"claude-opus-4-8": "10", "claude-sonnet-4-5": "6"}
+    # opus states its 1-hour price; the others have none, so 2 x input: sonnet 2 x 3, haiku 2 x 1.1,
+    # acme 2 x 0.2 (SPEC section 10), even though haiku and acme state no cache-write price at all
+    assert one_hour == {"claude-opus-4-8": "10", "claude-sonnet-4-5": "6", "claude-haiku-4-5": "2.2",
+                        "acme-mini-chat": "0.4"}
 
 
 def test_a_missing_price_gives_no_rule_never_a_zero_price(cli):
     doc = book_of(cli("prices", "import", "litellm", TABLE, "--model", "claude-haiku-4-5", "--model", "acme-*").stdout)
-    assert rules_of(doc, "claude-haiku-4-5") == [("input", None, "1.1"), ("output", None, "5.5")]
-    assert rules_of(doc, "acme-mini-chat") == [("input", None, "0.2"), ("output", None, "0.8"), ("cache_read", None, "0.05")]
-    # a pattern names any mode: the embedding model's stated prices (a stated 0 is a price)
-    assert rules_of(doc, "acme-embed-small") == [("input", None, "0.02"), ("output", None, "0")]
+    # no cache_write_5m or cache_read rule where the table states none; cache_write_1h is 2 x input
+    assert rules_of(doc, "claude-haiku-4-5") == [("input", None, "1.1"), ("output", None, "5.5"),
+                                                 ("cache_write_1h", None, "2.2")]
+    assert rules_of(doc, "acme-mini-chat") == [("input", None, "0.2"), ("output", None, "0.8"),
+                                               ("cache_write_1h", None, "0.4"), ("cache_read", None, "0.05")]
+    # a pattern names any mode: the embedding model's stated prices (a stated 0 is a price), 1-hour 2 x 0.02
+    assert rules_of(doc, "acme-embed-small") == [("input", None, "0.02"), ("output", None, "0"),
+                                                 ("cache_write_1h", None, "0.04")]
 
 
 def test_meter_names_the_meter_the_rules_price(cli):
@@ -103,8 +109,8 @@ def test_the_book_loads_and_prices_agent_log_usage_exactly(cli, tmp_path):
     result = cli("prices", "import", "litellm", TABLE, "-o", book)
     assert result.returncode == 0, result
     assert result.stdout == ""
-    assert result.stderr == f"wrote 20 rules for 4 models to {book}\n"
-    assert len(load_price_book(str(book)).rules) == 20
+    assert result.stderr == f"wrote 22 rules for 4 models to {book}\n"
+    assert len(load_price_book(str(book)).rules) == 22
 
     def ev(n, tokens, token_type, model="claude-sonnet-4-5", **dims):
         return event(n, meter_id="claude_code", model_id=model, quantity=tokens,
@@ -185,7 +191,9 @@ effective_to = "2026-05-01"
 
 
 def newer_table(tmp_path: Path) -> Path:
-    """The sonnet entry of the example table with a cheaper input price and no tier, 5m or 1h prices."""
+    """The sonnet entry of the example table with a cheaper input price and no tier, 5m or 1h prices.
+
+    It still gives a 1-hour rule: 2 x 2.5 = 5 (SPEC section 10)."""
     path = tmp_path / "newer.json"
     path.write_text(json.dumps({"claude-sonnet-4-5": {
         "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1.5e-05, "cache_read_input_token_cost": 2.5e-07,
@@ -214,6 +222,7 @@ def test_into_closes_changed_open_rules_and_opens_the_new_ones_from_the_date(cli
         dict(sonnet, dimensions={"token_type": "cache_read"}, unit_price="0.5", per=1000000,
              effective_from="2026-01-01", effective_to="2026-05-01"),
         dict(sonnet, dimensions={"token_type": "input"}, unit_price="2.5", per=1000000, effective_from="2026-08-01"),
+        dict(sonnet, dimensions={"token_type": "cache_write_1h"}, unit_price="5", per=1000000, effective_from="2026-08-01"),
         dict(sonnet, dimensions={"token_type": "cache_read"}, unit_price="0.25", per=1000000, effective_from="2026-08-01"),
     ]
 
@@ -225,12 +234,12 @@ def test_into_the_same_book_with_o_rewrites_it_and_a_second_run_changes_nothing(
     args = ("prices", "import", "litellm", table, "--into", book, "--effective-from", "2026-08-01", "-o", book)
     first = cli(*args)
     assert first.returncode == 0, first
-    assert first.stderr == f"wrote {book}: 2 rules opened from 2026-08-01, 1 closed, 1 unchanged, 0 repriced\n"
+    assert first.stderr == f"wrote {book}: 3 rules opened from 2026-08-01, 1 closed, 1 unchanged, 0 repriced\n"
     merged = book.read_text()
-    assert len(book_of(merged)["price"]) == 6
+    assert len(book_of(merged)["price"]) == 7
     second = cli(*args)
     assert second.returncode == 0, second
-    assert second.stderr == f"wrote {book}: 0 rules opened from 2026-08-01, 0 closed, 3 unchanged, 0 repriced\n"
+    assert second.stderr == f"wrote {book}: 0 rules opened from 2026-08-01, 0 closed, 4 unchanged, 0 repriced\n"
     assert book.read_text() == merged
 
 
@@ -321,7 +330,8 @@ def test_model_ids_that_need_escaping_round_trip_through_the_toml(cli, tmp_path)
     path.write_text(json.dumps({name: {"input_cost_per_token": 1e-06, "mode": "chat"}}))
     result = cli("prices", "import", "litellm", path)
     assert result.returncode == 0, result
-    assert [r["model_id"] for r in book_of(result.stdout)["price"]] == [name]
+    # two rules: input and its 1-hour fallback (2 x input)
+    assert [r["model_id"] for r in book_of(result.stdout)["price"]] == [name, name]
 
 
 def test_an_into_book_loads_once_the_loader_knows_effective_dates(cli, tmp_path):
@@ -337,7 +347,7 @@ def test_an_into_book_loads_once_the_loader_knows_effective_dates(cli, tmp_path)
     book.write_text(OLD_BOOK)
     args = ("prices", "import", "litellm", newer_table(tmp_path), "--into", book, "--effective-from", "2026-08-01", "-o", book)
     assert cli(*args).returncode == 0
-    assert len(load_price_book(str(book)).rules) == 6
+    assert len(load_price_book(str(book)).rules) == 7
 
 
 def test_into_a_rule_starting_on_the_date_itself_gets_the_new_price_in_place(cli, tmp_path):
@@ -346,7 +356,7 @@ def test_into_a_rule_starting_on_the_date_itself_gets_the_new_price_in_place(cli
                     'dimensions = { token_type = "input" }\nunit_price = "4"\nper = 1000000\neffective_from = "2026-08-01"\n')
     result = cli("prices", "import", "litellm", newer_table(tmp_path), "--into", book, "--effective-from", "2026-08-01", "-o", book)
     assert result.returncode == 0, result
-    assert result.stderr == f"wrote {book}: 2 rules opened from 2026-08-01, 0 closed, 0 unchanged, 1 repriced\n"
+    assert result.stderr == f"wrote {book}: 3 rules opened from 2026-08-01, 0 closed, 0 unchanged, 1 repriced\n"
     [first, *_] = book_of(book.read_text())["price"]
     assert first == {"meter_id": "claude_code", "model_id": "claude-sonnet-4-5", "dimensions": {"token_type": "input"},
                      "unit_price": "2.5", "per": 1000000, "effective_from": "2026-08-01"}
@@ -370,6 +380,6 @@ def test_into_the_same_rate_written_per_token_simply_continues(cli, tmp_path):
                     'dimensions = { token_type = "output" }\nunit_price = "0.000015"\n')
     result = cli("prices", "import", "litellm", newer_table(tmp_path), "--into", book, "--effective-from", "2026-08-01", "-o", book)
     assert result.returncode == 0, result
-    assert result.stderr == f"wrote {book}: 2 rules opened from 2026-08-01, 0 closed, 1 unchanged, 0 repriced\n"
+    assert result.stderr == f"wrote {book}: 3 rules opened from 2026-08-01, 0 closed, 1 unchanged, 0 repriced\n"
     assert book_of(book.read_text())["price"][0] == {"meter_id": "claude_code", "model_id": "claude-sonnet-4-5",
                                                      "dimensions": {"token_type": "output"}, "unit_price": "0.000015"}

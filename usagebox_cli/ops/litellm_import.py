@@ -11,8 +11,8 @@ Everything here is a pure function from the table (and, with ``--into``, an
 existing book) to TOML text; the command only reads files and writes the
 result.  A price the table does not state gives no rule, so the usage it would
 have priced shows as unpriced instead of costing zero.  The one exception is
-Anthropic's published 1-hour cache-write rate, twice the input rate, used when
-the table prices 5-minute cache writes but has no
+Anthropic's published 1-hour cache-write rate, twice the input rate, used (as
+SPEC §10 says) whenever the table states an input price but no
 ``cache_creation_input_token_cost_above_1hr``.
 """
 
@@ -123,9 +123,9 @@ def model_rules(entry: Any, path: str, model: str, meter: str) -> list[dict]:
     rules = []
     for suffix, tier in (("", None), (TIER_SUFFIX, TIER)):
         prices = {token: per_million(entry.get(key + suffix), path, model, key + suffix) for token, key in TOKEN_FIELDS}
-        # The 1-hour fallback only where the table prices cache writes at all: for a model it states no
-        # cache price for, 1-hour writes stay unpriced like 5-minute ones.
-        if prices["cache_write_1h"] is None and prices["input"] is not None and prices["cache_write_5m"] is not None:
+        # SPEC §10: cache_write_1h comes from cache_creation_input_token_cost_above_1hr, else 2 × input,
+        # so the fallback applies whenever this tier's input price is known.
+        if prices["cache_write_1h"] is None and prices["input"] is not None:
             prices["cache_write_1h"] = _EXACT.multiply(prices["input"], Decimal(ONE_HOUR_FACTOR))
         for token, _key in TOKEN_FIELDS:
             if prices[token] is None:
