@@ -13,7 +13,7 @@ import io
 import os
 import sys
 from decimal import Decimal
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from usagebox_cli import exactjson
 from usagebox_cli.quantity import exact_text
@@ -93,6 +93,37 @@ def rows(
         _write(buffer.getvalue())
     else:
         table(records, columns, title=title, caption=caption)
+
+
+def stream_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str, row_key: str = "rows") -> None:
+    """Rows as JSON (``{row_key: [...]}``, the text ``rows`` would print), NDJSON or CSV, one at a time.
+
+    Nothing is held but the current row, so memory stays flat however long
+    the answer.  Nothing is written before the first row arrives, so an error
+    on the way to it leaves stdout empty.
+    """
+    out = sys.stdout
+    started = False
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        for row in rows:
+            if not started:
+                writer.writerow(columns)
+                started = True
+            writer.writerow([cell_text(value) for value in row])
+        if not started:
+            writer.writerow(columns)
+    elif fmt == "ndjson":
+        for row in rows:
+            out.write(exactjson.dumps(dict(zip(columns, row))) + "\n")
+    else:
+        key = exactjson.dumps(row_key)
+        for row in rows:
+            out.write(("{\n  " + key + ": [\n    ") if not started else ",\n    ")
+            started = True
+            out.write(exactjson.dumps(dict(zip(columns, row)), indent=2).replace("\n", "\n    "))
+        out.write("\n  ]\n}\n" if started else "{\n  " + key + ": []\n}\n")
+    out.flush()
 
 
 def table(records: Sequence[dict], columns: Sequence[str], *, title: Optional[str] = None, caption: Optional[str] = None, styles: Optional[dict] = None) -> None:
