@@ -171,13 +171,34 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+def counted(count: int, singular: str, plural: str) -> str:
+    return f"{count:,} {singular if count == 1 else plural}"
+
+
+def _outcomes(counts: dict) -> str:
+    return ", ".join([
+        f"{counts['accepted']:,} accepted", counted(counts["duplicates"], "duplicate", "duplicates"),
+        counted(counts["conflicts"], "conflict", "conflicts"), f"{counts['rejected']:,} rejected",
+    ])
+
+
+def interrupted_ingest(committed: Optional[dict]) -> None:
+    """Ctrl-C during an ingest: what its earlier commits kept (``None``: a dry run, nothing kept)."""
+    if committed is None:
+        error("interrupted; dry run, nothing committed")
+    elif not any(committed.values()):
+        error("interrupted before the first commit; nothing was committed", "running the same command again is safe")
+    else:
+        error(f"interrupted; committed before it: {_outcomes(committed)}",
+              "the rest was not stored; running the same command again is safe")
+
+
 def ingest_summary(summary: dict, fmt: str) -> None:
     if fmt == "json":
         document(summary)
         return
-    parts = [f"{summary[key]:,} {key}" for key in ("accepted", "duplicates", "conflicts", "rejected")]
     prefix = "dry run, nothing committed: " if summary.get("dry_run") else ""
-    line(prefix + ", ".join(parts))
+    line(prefix + _outcomes(summary))
     errors = summary.get("errors", [])
     for item in errors[:20]:
         event = f" [{item['event_id']}]" if item.get("event_id") else ""

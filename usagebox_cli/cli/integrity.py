@@ -15,8 +15,7 @@ PeriodArg = Annotated[str, typer.Argument(help="The month, YYYY-MM (UTC).", meta
 @app.command("close-period")
 def close_period(
     ctx: typer.Context,
-    first: Annotated[str, typer.Argument(help="ACCOUNT then YYYY-MM; with --all-accounts just YYYY-MM.", metavar="[ACCOUNT] YYYY-MM", show_default=False)],
-    second: Annotated[Optional[str], typer.Argument(hidden=True, show_default=False)] = None,
+    arguments: Annotated[list[str], typer.Argument(help="ACCOUNT then YYYY-MM; with --all-accounts just YYYY-MM.", metavar="[ACCOUNT] YYYY-MM", show_default=False)],
     all_accounts: Annotated[bool, typer.Option("--all-accounts", help="Close the month for every account with events dated in it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Close a month that has not ended (or has no events).")] = False,
     fmt: FormatOpt = "json",
@@ -37,6 +36,9 @@ def close_period(
     from usagebox_cli.store.connection import connect
 
     json_only(fmt, as_json, "close-period")
+    if len(arguments) > 2:
+        raise CannotRun("give ACCOUNT and YYYY-MM, or --all-accounts YYYY-MM")
+    first, second = arguments[0], (arguments[1] if len(arguments) > 1 else None)
     if all_accounts:
         if second is not None:
             raise CannotRun("--all-accounts takes only the month: usagebox close-period --all-accounts YYYY-MM")
