@@ -142,3 +142,40 @@ def test_ingest_from_a_terminal_says_it_reads_standard_input(db):
 def test_ingest_from_a_pipe_prints_no_notice(cli):
     result = cli("ingest", input=json.dumps(event(1)) + "\n")
     assert (result.returncode, result.stderr) == (0, "")
+
+
+# ---------------------------------------------------------------------------
+# period, verify, close-period and explain render every format they advertise
+
+MAY = [event(1, quantity=5, timestamp="2026-05-01T10:00:00Z"), event(2, quantity=7, timestamp="2026-05-02T10:00:00Z")]
+
+
+def test_period_and_close_period_print_their_lines_as_csv_and_a_table(cli, tmp_path):
+    cli("ingest", write_ndjson(tmp_path / "may.ndjson", MAY))
+    closed = cli("close-period", "acct_42", "2026-05", "--format", "csv")
+    assert (closed.returncode, closed.stdout) == (0, "meter_id,model_id,unit,quantity,event_count\n"
+                                                     "claude_tokens,claude-opus-4-8,tokens,12,2\n")
+    assert cli("period", "acct_42", "2026-05", "-f", "ndjson").stdout == (
+        '{"meter_id":"claude_tokens","model_id":"claude-opus-4-8","unit":"tokens","quantity":12,"event_count":2}\n')
+    table = cli("period", "acct_42", "2026-05", "--format", "table")
+    assert table.returncode == 0
+    assert "│ net_total            │ 12" in table.stdout and "frozen.lines" in table.stdout
+    assert cli("period", "acct_42", "2026-05").json()["net_total"] == 12  # JSON stays the default
+
+
+def test_verify_prints_its_totals_or_groups_as_csv(cli, tmp_path):
+    cli("ingest", write_ndjson(tmp_path / "may.ndjson", MAY))
+    totals = cli("verify", "--period", "2026-05", "--format", "csv")
+    assert (totals.returncode, totals.stdout) == (0, "ok,rollup_sum,raw_sum,drift,rollup_count,raw_count\ntrue,12,12,0,2,2\n")
+    days = cli("verify", "--period", "2026-05", "-g", "day", "--format", "csv")
+    assert days.stdout.splitlines()[:3] == ["day,rollup_sum,raw_sum,drift,rollup_count,raw_count",
+                                            "2026-05-01,5,5,0,1,1", "2026-05-02,7,7,0,1,1"]
+
+
+def test_explain_prints_its_breakdown_and_an_event_as_csv(cli, tmp_path):
+    cli("ingest", write_ndjson(tmp_path / "may.ndjson", MAY))
+    breakdown = cli("explain", "acct_42", "--period", "2026-05", "--format", "csv")
+    assert breakdown.stdout == "meter_id,model_id,unit,kind,sum,count\nclaude_tokens,claude-opus-4-8,tokens,Usage,12,2\n"
+    one = cli("explain", "--event", "evt_000001", "--format", "csv")
+    assert one.stdout.splitlines()[1].startswith("evt_000001,acct_42,claude_tokens,claude-opus-4-8,,tokens,5,")
+    assert "segments" in cli("explain", "acct_42", "--period", "2026-05", "-f", "table").stdout

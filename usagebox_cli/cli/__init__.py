@@ -74,14 +74,6 @@ def output_format(fmt: str, as_json: bool) -> str:
     return fmt
 
 
-def json_only(fmt: str, as_json: bool, command: str) -> None:
-    """Commands whose answer is one JSON document refuse other formats rather than ignore them."""
-    from usagebox_cli.errors import CannotRun
-
-    if output_format(fmt, as_json) != "json":
-        raise CannotRun(f"{command} prints a JSON document; --format {fmt} is not available for it")
-
-
 from usagebox_cli.cli import ingest as _ingest  # noqa: E402,F401  (registers commands)
 from usagebox_cli.cli import read as _read  # noqa: E402,F401
 from usagebox_cli.cli import integrity as _integrity  # noqa: E402,F401
