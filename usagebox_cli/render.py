@@ -195,7 +195,9 @@ def _grid(records: Sequence[dict], columns: Sequence[str], *, title: Optional[st
         specs.append((column, numeric, wordy, body))
     natural = 1 + sum(max(body, cell_len(column)) + 3 for column, _, _, body in specs)
     fold_headers = natural > width
-    grid = Table(title=title, caption=caption, show_edge=True, header_style="bold")
+    # As wide as its title and caption (when there is room), so neither wraps inside a timestamp.
+    label = max(cell_len(title or ""), cell_len(caption or ""))
+    grid = Table(title=title, caption=caption, show_edge=True, header_style="bold", min_width=min(label, width) or None)
     needed = 1
     for column, numeric, wordy, body in specs:
         header = _fold_header(column, body) if fold_headers else column

@@ -1,4 +1,4 @@
-"""Reading commands: usage, query, sql, export."""
+"""Reading commands: usage, query, sql, accounts, export."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def usage(
 
     Example: usagebox usage acct_42 --period 2026-06 --group-by model_id
     """
+    from usagebox_cli import render
     from usagebox_cli.ops.reading import run_usage
     from usagebox_cli.store.connection import connect
     from usagebox_cli.timewindow import resolve
@@ -75,6 +76,12 @@ def usage(
     conn = connect(db_path(ctx, db), create=False)
     doc, metric_names = run_usage(conn, account, window, list(group_by or []), parse_filters(filters), source, metric, prices)
     render_usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
+    if fmt == "table":
+        from usagebox_cli.ops.accounts import empty_hint
+
+        hint = empty_hint(conn, account, window)
+        if hint:
+            render.notice(hint)
 
 
 @app.command()
@@ -145,6 +152,27 @@ def sql(
     render.rows(records[:cap], result.columns, fmt)
     if len(records) > cap and limit is None:
         render.notice(f"showing the first {TABLE_ROW_CAP:,} rows; pass --limit N, or --format json/csv/ndjson for all")
+
+
+@app.command()
+def accounts(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """List the accounts: first and last event, event count and total per meter.
+
+    Tables, CSV and NDJSON have one row per account and meter; JSON has one
+    entry per account with its meters.
+
+    Example: usagebox accounts --json
+    """
+    from usagebox_cli import render
+    from usagebox_cli.ops.accounts import ACCOUNT_COLUMNS, list_accounts, meter_rows
+    from usagebox_cli.store.connection import connect
+
+    fmt = output_format(fmt, as_json)
+    doc = list_accounts(connect(db_path(ctx, db), create=False))
+    if fmt == "json":
+        render.document(doc)
+    else:
+        render.rows(meter_rows(doc), ACCOUNT_COLUMNS, fmt, title="Accounts")
 
 
 @app.command()
