@@ -23,7 +23,7 @@ from usagebox_cli.cli.completions import TARGETS as COMPLETIONS
 
 def test_the_commands_are_the_ones_the_spec_names():
     assert set(COMMANDS) == {
-        "budget", "close-period", "conflicts", "explain", "export", "ingest", "margin", "period",
+        "accounts", "budget", "close-period", "conflicts", "explain", "export", "ingest", "margin", "period",
         "periods", "prices", "query", "reconcile", "sources", "sql", "usage", "verify",
     }
 
@@ -68,8 +68,7 @@ def test_completion_answers_a_partial_option():
     (["ingest", "--extra"], "requires an argument"),
     (["usage", "a", "--period", "2026-06", "--from", "2026-06-01"], "--period and --from contradict each other"),
     (["usage", "a", "--json", "--format", "csv"], "--json and --format csv contradict each other"),
-    (["verify", "--format", "table"], "verify prints a JSON document; --format table is not available"),
-    (["period", "a", "2026-06", "--format", "csv"], "period prints a JSON document"),
+    (["verify", "--format", "xml"], "--format must be one of table, json, csv, ndjson, not 'xml'"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(args, message, tmp_path):
     (tmp_path / "e.ndjson").write_text('{"event_id":"e","account_id":"a","meter_id":"m","quantity":1,"timestamp":"2026-06-01T00:00:00Z"}\n')

@@ -227,7 +227,7 @@ def test_a_terminating_recursive_query_is_allowed(store):
 def test_param_binds_text_and_integers(store):
     result = store("sql", "SELECT event_id FROM usage_events WHERE account_id = :acct AND model_id = :model "
                           "ORDER BY ts_us LIMIT :n", "--param", "acct=acct_42", "--param", "model=m1",
-                   "--param", "n=2", "--json")
+                   "--param", "n:int=2", "--json")
     assert rows(result) == [{"event_id": "e1"}, {"event_id": "e2"}]
     result = store("sql", "SELECT :word AS w, typeof(:word) AS t", "--param", "word=007x", "--json")
     assert rows(result) == [{"w": "007x", "t": "text"}]
@@ -325,10 +325,10 @@ def test_usage_hourly_sums_equal_usage_events_sums(store):
 def test_usage_events_has_the_documented_columns(store):
     result = store("sql", "SELECT * FROM usage_events WHERE event_id = 'e1'", "--json")
     (row,) = rows(result)
-    for column in ("event_id", "account_id", "meter_id", "model_id", "product_id", "unit", "quantity", "timestamp",
-                   "ts_us", "kind", "correction_ref", "dimensions", "segment_id", "line", "ingested_at"):
-        assert column in row, column
-    assert row["dimensions"] == '{"region":"us"}' or json.loads(row["dimensions"]) == {"region": "us"}
+    assert list(row) == ["event_id", "account_id", "meter_id", "model_id", "product_id", "unit", "quantity",
+                         "timestamp", "ts_us", "kind", "correction_ref", "dimensions", "segment_id", "line",
+                         "ingested_at", "quantity_micros", "seq"]
+    assert row["dimensions"] == '{"region":"us"}'
     assert (row["quantity"], row["kind"], row["model_id"], row["product_id"]) == (9000000, "Usage", "m1", None)
 
 
@@ -336,3 +336,119 @@ def test_a_syntax_error_exits_1_with_one_line(store):
     result = store("sql", "SELEC nothing")
     assert result.returncode == 1, result
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("Error: ")
+
+
+# ---------------------------------------------------------------------------
+# parameters are bound as typed, never guessed
+
+def test_a_param_binds_text_exactly_as_typed(store):
+    result = store("sql", "SELECT :a AS a, typeof(:a) AS t, :b AS b", "--param", "a=0012", "--param", ":b= 7", "--json")
+    assert rows(result) == [{"a": "0012", "t": "text", "b": " 7"}]
+
+
+def test_typed_params_bind_integers_and_decimals_that_compare_with_quantity(store):
+    result = store("sql", "SELECT :n AS n, typeof(:n) AS t, typeof(:x) AS tx", "--param", "n:int=0012",
+                   "--param", "x:decimal=5", "--json")
+    assert rows(result) == [{"n": 12, "t": "integer", "tx": "integer"}]
+    equal = store("sql", "SELECT event_id FROM usage_events WHERE quantity = :x", "--param", "x:decimal=0.1", "--json")
+    assert rows(equal) == [{"event_id": "e4"}]
+    above = store("sql", "SELECT event_id FROM usage_events WHERE quantity > :min AND quantity < :max ORDER BY event_id",
+                  "--param", "min:decimal=0.1", "--param", "max:decimal=3.000001", "--json")
+    assert rows(above) == [{"event_id": "e5"}, {"event_id": "e6"}]
+    negative = store("sql", "SELECT event_id FROM usage_events WHERE quantity = :q", "--param", "q:decimal=-12.50", "--json")
+    assert rows(negative) == [{"event_id": "c1"}]
+
+
+@pytest.mark.parametrize("item, message", [
+    ("a", "Error: --param 'a' must look like NAME=VALUE, NAME:int=VALUE or NAME:decimal=VALUE"),
+    ("a:float=1", "Error: --param 'a:float=1': unknown type 'float'; use text, int or decimal"),
+    ("a:int=1.5", "Error: --param 'a:int=1.5': '1.5' is not a 64-bit integer"),
+    ("a:int=99999999999999999999", "Error: --param 'a:int=99999999999999999999': '99999999999999999999' is not a 64-bit integer"),
+    ("a:decimal=0.1234567", "Error: --param 'a:decimal=0.1234567': '0.1234567' is not a decimal number with at most 6 fractional digits"),
+    ("a:decimal=1e3", "Error: --param 'a:decimal=1e3': '1e3' is not a decimal number with at most 6 fractional digits"),
+])
+def test_a_malformed_param_exits_2_naming_it(store, item, message):
+    result = store("sql", "SELECT :a", "--param", item)
+    assert (result.returncode, result.stderr, result.stdout) == (2, message + "\n", "")
+
+
+# ---------------------------------------------------------------------------
+# bounded: time, one value, the whole answer
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_a_timeout_that_is_not_a_positive_finite_number_exits_2(store, value):
+    result = store("sql", "SELECT 1", "--timeout", value)
+    shown = {"nan": "nan", "inf": "inf", "-1": "-1", "0": "0"}[value]
+    assert (result.returncode, result.stderr) == (2, f"Error: --timeout must be a positive number of seconds, not {shown}\n")
+
+
+@pytest.mark.parametrize("statement", ["SELECT zeroblob(300000000) AS z", "SELECT randomblob(20000000) AS z",
+                                       "SELECT length(zeroblob(300000000)) AS n"])
+def test_one_huge_value_is_refused_quickly_with_exit_1(store, statement):
+    started = time.monotonic()
+    result = store("sql", statement, "--timeout", "1", "--json", timeout=60)
+    assert time.monotonic() - started < 8
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == ("Error: a value in the answer is larger than 10,000,000 bytes, the limit of `usagebox sql` "
+                             "(select part of it, e.g. with substr())\n")
+
+
+def test_an_answer_larger_than_the_result_limit_stops_with_exit_1(store, monkeypatch):
+    from usagebox_cli.errors import Refused
+    from usagebox_cli.store import readonly
+
+    monkeypatch.setattr(readonly, "RESULT_LIMIT", 1_000)
+    conn = readonly.open_readonly(str(store.path))
+    result = readonly.run_sql(conn, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100) "
+                                    "SELECT printf('%050d', x) AS v FROM n", {}, 5)
+    with pytest.raises(Refused) as refused:
+        list(result.rows)
+    assert refused.value.message == "the answer is larger than 1,000 bytes, the limit of `usagebox sql`"
+    conn.close()
+
+
+# ---------------------------------------------------------------------------
+# streaming and table-valued functions
+
+def test_machine_formats_stream_rows_before_the_query_ends(store):
+    # A query that never ends: rows reach stdout while it runs, so a
+    # consumer sees them at once and memory does not grow with the answer.
+    result = store("sql", "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT x FROM n",
+                   "--format", "ndjson", "--timeout", "1", timeout=60)
+    assert result.returncode == 1, result
+    lines = result.stdout.splitlines()
+    assert len(lines) > 1000 and lines[:3] == ['{"x":1}', '{"x":2}', '{"x":3}']
+    assert result.stderr.startswith("Error: query stopped after 1s (--timeout)")
+
+
+def test_a_long_json_answer_keeps_memory_flat(store):
+    script = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    statement = ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300000) "
+                 "SELECT x, 'acct_' || x AS account_id, x * 7 AS q FROM n")
+    measured = subprocess.run([sys.executable, "-c", script, sys.executable, "-m", "usagebox_cli", "--db",
+                               str(store.path), "sql", statement, "--json"], capture_output=True, text=True, timeout=120)
+    assert measured.returncode == 0, measured.stderr
+    assert int(measured.stdout) < 120_000, f"peak {int(measured.stdout) // 1024} MB for 300,000 rows"
+
+
+def test_json_each_and_json_tree_are_allowed(store):
+    each = store("sql", "SELECT e.event_id, j.key, j.value FROM usage_events e, json_each(e.dimensions) j", "--json")
+    assert rows(each) == [{"event_id": "e1", "key": "region", "value": "us"}]
+    tree = store("sql", "SELECT key, type FROM json_tree('{\"a\":[1]}') ORDER BY id", "--json")
+    assert rows(tree) == [{"key": None, "type": "object"}, {"key": "a", "type": "array"}, {"key": 0, "type": "integer"}]
+    schema = store("sql", "SELECT name FROM pragma_table_info('usage_hourly') LIMIT 2", "--format", "csv")
+    assert schema.stdout == "name\naccount_id\nmeter_id\n"
+
+
+@pytest.mark.parametrize("statement", ["SELECT * FROM dbstat", "SELECT * FROM sqlite_stmt"])
+def test_other_virtual_tables_are_refused_with_the_right_reason(store, statement):
+    before = store.fingerprint()
+    result = store("sql", statement)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == ("Error: refused: a table-valued function or virtual table other than json_each, json_tree "
+                             "and the schema pragmas is not allowed; `usagebox sql` is read-only (SELECT only)\n")
+    assert store.fingerprint() == before

@@ -13,7 +13,7 @@ import io
 import os
 import sys
 from decimal import Decimal
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from usagebox_cli import exactjson
 from usagebox_cli.quantity import exact_text
@@ -95,17 +95,147 @@ def rows(
         table(records, columns, title=title, caption=caption)
 
 
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested objects as dotted keys (``frozen.quantity``); lists stay values."""
+    flat: dict = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def report(doc: dict, fmt: str, records: Sequence[dict], columns: Sequence[str], *, title: str) -> None:
+    """A command's one JSON document in any format.
+
+    JSON is the document.  CSV and NDJSON are its main rows (``records``,
+    flattened to ``columns``).  A table shows the document's fields, then one
+    table per list in it, so a person sees everything JSON holds.
+    """
+    if fmt == "json":
+        document(doc)
+        return
+    if fmt in ("csv", "ndjson"):
+        flat = [flatten(record) for record in records]
+        rows([{column: record.get(column) for column in columns} for record in flat], columns, fmt)
+        return
+    fields = flatten(doc)
+    scalars = [{"field": key, "value": value} for key, value in fields.items()
+               if not (isinstance(value, list) and any(isinstance(item, dict) for item in value))]
+    table(scalars, ("field", "value"), title=title)
+    for key, value in fields.items():
+        if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+            items = [flatten(item) for item in value]
+            keys = list(dict.fromkeys(k for item in items for k in item))
+            table(items, keys, title=key)
+
+
+def stream_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str, row_key: str = "rows") -> None:
+    """Rows as JSON (``{row_key: [...]}``, the text ``rows`` would print), NDJSON or CSV, one at a time.
+
+    Nothing is held but the current row, so memory stays flat however long
+    the answer.  Nothing is written before the first row arrives, so an error
+    on the way to it leaves stdout empty.
+    """
+    out = sys.stdout
+    started = False
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        for row in rows:
+            if not started:
+                writer.writerow(columns)
+                started = True
+            writer.writerow([cell_text(value) for value in row])
+        if not started:
+            writer.writerow(columns)
+    elif fmt == "ndjson":
+        for row in rows:
+            out.write(exactjson.dumps(dict(zip(columns, row))) + "\n")
+    else:
+        key = exactjson.dumps(row_key)
+        for row in rows:
+            out.write(("{\n  " + key + ": [\n    ") if not started else ",\n    ")
+            started = True
+            out.write(exactjson.dumps(dict(zip(columns, row)), indent=2).replace("\n", "\n    "))
+        out.write("\n  ]\n}\n" if started else "{\n  " + key + ": []\n}\n")
+    out.flush()
+
+
 def table(records: Sequence[dict], columns: Sequence[str], *, title: Optional[str] = None, caption: Optional[str] = None, styles: Optional[dict] = None) -> None:
+    console = _console()
+    grid, needed = _grid(records, columns, title=title, caption=caption, styles=styles, width=console.width)
+    _print_fitted(console, grid, needed)
+
+
+def _grid(records: Sequence[dict], columns: Sequence[str], *, title: Optional[str], caption: Optional[str],
+          styles: Optional[dict] = None, width: int = 100_000):
+    """A Rich table laid out so that only text gives way; returns it and the least width it needs.
+
+    A number, an id, a timestamp or a hash is never folded or elided: its
+    column is as wide as its widest cell.  When the table is wider than
+    ``width``, headers break at their underscores (``frozen_event_count``
+    over three lines) and the other text columns wrap
+    (at spaces where they have them).
+    """
+    from rich.cells import cell_len
     from rich.table import Table
 
-    numeric = {column for column in columns if any(is_number(r.get(column)) for r in records)}
-    grid = Table(title=title, caption=caption, show_edge=True, header_style="bold")
-    for column in columns:
-        grid.add_column(column, justify="right" if column in numeric else "left", overflow="fold")
-    for record in records:
-        style = (styles or {}).get(id(record))
-        grid.add_row(*[_human_cell(record.get(column)) for column in columns], style=style)
-    _console().print(grid)
+    cells = [[_human_cell(record.get(column)) for column in columns] for record in records]
+    specs = []
+    for index, column in enumerate(columns):
+        values = [record.get(column) for record in records if record.get(column) is not None]
+        numeric = bool(values) and all(is_number(value) for value in values)
+        texts = [row[index] for row in cells]
+        wordy = not numeric and not _is_token_column(column)
+        if wordy:  # wraps at spaces, and folds a long word at 12 cells at the least
+            body = min(12, max([cell_len(word) for text in texts for word in text.split()] or [1]))
+        else:
+            body = max([cell_len(text) for text in texts] or [1])
+        specs.append((column, numeric, wordy, body))
+    natural = 1 + sum(max(body, cell_len(column)) + 3 for column, _, _, body in specs)
+    fold_headers = natural > width
+    # As wide as its title and caption (when there is room), so neither wraps inside a timestamp.
+    label = max(cell_len(title or ""), cell_len(caption or ""))
+    grid = Table(title=title, caption=caption, show_edge=True, header_style="bold", min_width=min(label, width) or None)
+    needed = 1
+    for column, numeric, wordy, body in specs:
+        header = _fold_header(column, body) if fold_headers else column
+        least = max([body] + [cell_len(part) for part in header.split("\n")])
+        needed += least + 3  # one space of padding each side and a border
+        grid.add_column(header, justify="right" if numeric else "left", no_wrap=not wordy, overflow="fold",
+                        min_width=None if wordy else least)
+    for record, row in zip(records, cells):
+        grid.add_row(*row, style=(styles or {}).get(id(record)))
+    return grid, needed
+
+
+_TOKEN_COLUMNS = {"timestamp", "sha256", "period", "hour", "day", "month", "from", "to", "watermark", "line"}
+
+
+def _is_token_column(name: str) -> bool:
+    """Ids, instants and hashes: a person copies them whole, so they never fold."""
+    return name in _TOKEN_COLUMNS or name.endswith(("_id", "_at"))
+
+
+def _fold_header(name: str, width: int) -> str:
+    """``adjustments_quantity`` as lines of at most ``width`` cells, broken after underscores."""
+    lines: list[str] = []
+    for piece in name.replace("_", "_\0").split("\0"):
+        if lines and len(lines[-1]) + len(piece) <= width:
+            lines[-1] += piece
+        else:
+            lines.append(piece)
+    return "\n".join(lines)
+
+
+def _print_fitted(console, grid, needed: int) -> None:
+    """Print ``grid``; when it cannot fit the terminal, print it whole and say so rather than cut a token."""
+    if needed > console.width:
+        notice(f"this table needs {needed} columns and the terminal has {console.width}; "
+               "numbers, ids and timestamps are not broken, so lines run over: widen the terminal or use --format csv")
+        console.width = needed
+    console.print(grid)
 
 
 def _human_cell(value: Any) -> str:
@@ -140,13 +270,34 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+def counted(count: int, singular: str, plural: str) -> str:
+    return f"{count:,} {singular if count == 1 else plural}"
+
+
+def _outcomes(counts: dict) -> str:
+    return ", ".join([
+        f"{counts['accepted']:,} accepted", counted(counts["duplicates"], "duplicate", "duplicates"),
+        counted(counts["conflicts"], "conflict", "conflicts"), f"{counts['rejected']:,} rejected",
+    ])
+
+
+def interrupted_ingest(committed: Optional[dict]) -> None:
+    """Ctrl-C during an ingest: what its earlier commits kept (``None``: a dry run, nothing kept)."""
+    if committed is None:
+        error("interrupted; dry run, nothing committed")
+    elif not any(committed.values()):
+        error("interrupted before the first commit; nothing was committed", "running the same command again is safe")
+    else:
+        error(f"interrupted; committed before it: {_outcomes(committed)}",
+              "the rest was not stored; running the same command again is safe")
+
+
 def ingest_summary(summary: dict, fmt: str) -> None:
     if fmt == "json":
         document(summary)
         return
-    parts = [f"{summary[key]:,} {key}" for key in ("accepted", "duplicates", "conflicts", "rejected")]
     prefix = "dry run, nothing committed: " if summary.get("dry_run") else ""
-    line(prefix + ", ".join(parts))
+    line(prefix + _outcomes(summary))
     errors = summary.get("errors", [])
     for item in errors[:20]:
         event = f" [{item['event_id']}]" if item.get("event_id") else ""
@@ -161,25 +312,27 @@ def live(compute, columns: Sequence[str], seconds: float, title: str) -> dict:
     import time
 
     from rich.live import Live
-    from rich.table import Table
+
+    console = _console()
 
     def build(doc: dict):
-        grid = Table(title=f"{title} at {doc.get('at', '')}", caption=doc.get("currency"), header_style="bold")
-        for column in columns:
-            grid.add_column(column, justify="right" if any(is_number(r.get(column)) for r in doc["rows"]) else "left")
-        for record in doc["rows"]:
-            status = record.get("status")
-            style = "bold red" if status == "hard" else "yellow" if status == "soft" else None
-            grid.add_row(*[_human_cell(record.get(column)) for column in columns], style=style)
-        return grid
+        styles = {id(record): ("bold red" if record.get("status") == "hard" else "yellow" if record.get("status") == "soft" else None)
+                  for record in doc["rows"]}
+        return _grid(doc["rows"], columns, title=f"{title} at {doc.get('at', '')}", caption=doc.get("currency"),
+                     styles=styles, width=console.width)
 
     doc = compute()
+    grid, needed = build(doc)
+    if needed > console.width:
+        notice(f"this table needs {needed} columns and the terminal has {console.width}; "
+               "numbers, ids and timestamps are not broken, so lines run over: widen the terminal or use --format csv")
+        console.width = needed
     try:
-        with Live(build(doc), console=_console(), auto_refresh=False) as view:
+        with Live(grid, console=console, auto_refresh=False) as view:
             while True:
                 time.sleep(seconds)
                 doc = compute()
-                view.update(build(doc), refresh=True)
+                view.update(build(doc)[0], refresh=True)
     except KeyboardInterrupt:
         pass
     return doc

@@ -45,12 +45,19 @@ class _HashingRaw(io.RawIOBase):
         self._raw = raw
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.ended = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
+        # End of input is final: a terminal reports one Ctrl-D once, and a
+        # second read would wait for another.
+        if self.ended:
+            return 0
         count = self._raw.readinto(buffer)
+        if count == 0:
+            self.ended = True
         if count:
             view = memoryview(buffer)[:count]
             self.sha256.update(view)

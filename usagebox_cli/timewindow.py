@@ -127,7 +127,7 @@ def resolve(
             end_us = MAX_US if default == "all" and start is None else now
         window = Window(start_us, end_us, tz_name or "UTC")
     if window.end_us < window.start_us:
-        raise CannotRun("the window ends before it starts: --to must not be earlier than --from")
+        raise CannotRun("the window ends before it starts: --to must not be earlier than --from" if start is not None else f"the window ends before it starts: --to {end} is earlier than the default start, {from_us(window.start_us, tz).date().isoformat()} (the first of this month); pass --from too")
     return window
 
 

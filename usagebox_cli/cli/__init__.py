@@ -17,9 +17,19 @@ import typer
 from usagebox_cli import __version__
 from usagebox_cli.cli.options import DbOpt
 
+EXIT_CODES = """\b
+Exit codes:
+  0    success (ingest: every event accepted or a duplicate)
+  1    the command ran and found a problem: rejected or conflicting events,
+       drift, a refused SQL statement, a budget over its cap
+  2    the command could not run: a bad flag, an unreadable file, not a
+       usagebox database
+  130  interrupted (Ctrl-C); committed batches are kept"""
+
 app = typer.Typer(
     name="usagebox",
     help="A local usage meter for AI products: exact, idempotent, auditable usage totals in SQLite.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -62,14 +72,6 @@ def output_format(fmt: str, as_json: bool) -> str:
     if fmt not in FORMATS:
         raise CannotRun(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     return fmt
-
-
-def json_only(fmt: str, as_json: bool, command: str) -> None:
-    """Commands whose answer is one JSON document refuse other formats rather than ignore them."""
-    from usagebox_cli.errors import CannotRun
-
-    if output_format(fmt, as_json) != "json":
-        raise CannotRun(f"{command} prints a JSON document; --format {fmt} is not available for it")
 
 
 from usagebox_cli.cli import ingest as _ingest  # noqa: E402,F401  (registers commands)
@@ -121,9 +123,16 @@ def main(argv: Optional[list[str]] = None) -> None:
         code = exc.exit_code
     except exits as exc:
         code = exc.exit_code
+        if code == 130 and isinstance(exc.__cause__, KeyboardInterrupt):
+            # Typer turns Ctrl-C into a silent Exit(130); a command that knows
+            # more (ingest) says so itself and exits without this cause.
+            render.error("interrupted; committed batches are kept, and running the same command again is safe")
     except aborts:
         render.error("aborted")
         code = 130
+    except click.NoArgsIsHelpError as exc:
+        exc.show()  # bare `usagebox`: the help as click prints it, not folded onto an Error: line
+        code = 2
     except click.ClickException as exc:
         message = exc.format_message()
         ctx = getattr(exc, "ctx", None)

@@ -20,7 +20,7 @@ def ingest(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; commit nothing.")] = False,
     allow_future: Annotated[bool, typer.Option("--allow-future", help="Accept timestamps more than 5 minutes ahead.")] = False,
     rejects: Annotated[Optional[str], typer.Option("--rejects", help="Write every rejected or conflicting line to this NDJSON file.", metavar="PATH")] = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as a JSON document.")] = False,
     db: DbOpt = None,
 ) -> None:
     """Ingest usage events, each exactly once, and print what happened to them.
@@ -33,17 +33,29 @@ def ingest(
 
     Example: usagebox ingest examples/events.ndjson --json
     """
+    import sys
+
     from usagebox_cli import render
     from usagebox_cli.ops.ingest import IngestOptions, ingest as run_ingest
+    from usagebox_cli.ops.provenance import committed_since, last_segment_id
     from usagebox_cli.store.connection import connect
 
     options = IngestOptions(
         input_format=input_format, extra_mode=extra, assume_utc=assume_utc,
         allow_future=allow_future, dry_run=dry_run, rejects_path=rejects,
     )
+    paths = list(files or []) or ["-"]
     conn = connect(db_path(ctx, db))
-    with render.Progress() as progress:
-        summary = run_ingest(conn, list(files or []), options, progress=progress.update)
+    if "-" in paths and sys.stdin.isatty():
+        render.notice("reading events from standard input; Ctrl-D ends")
+    mark = last_segment_id(conn)
+    try:
+        with render.Progress() as progress:
+            summary = run_ingest(conn, list(files or []), options, progress=progress.update)
+    except KeyboardInterrupt:
+        committed = None if dry_run else committed_since(conn, mark, paths)
+        render.interrupted_ingest(committed)
+        raise typer.Exit(130) from None
     conn.close()
     render.ingest_summary(summary.document(), "json" if as_json else "table")
     if not summary.ok:

@@ -6,8 +6,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app, db_path, json_only, output_format
+from usagebox_cli.cli import app, db_path, output_format
 from usagebox_cli.cli.options import DbOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, ToOpt, TzOpt
+
+# csv and ndjson print a document's main rows: a period's frozen lines (one
+# row per account for --all-accounts), verify's groups (else its totals),
+# explain's breakdown, an event with what corrects it.
+LINE_COLUMNS = ("meter_id", "model_id", "unit", "quantity", "event_count")
+CLOSED_COLUMNS = ("account_id", "period", "status", "closed_at", "watermark", "frozen.quantity", "frozen.event_count", "net_total")
+VERIFY_COLUMNS = ("rollup_sum", "raw_sum", "drift", "rollup_count", "raw_count")
+BREAKDOWN_COLUMNS = ("meter_id", "model_id", "unit", "kind", "sum", "count")
+EVENT_COLUMNS = ("event_id", "account_id", "meter_id", "model_id", "product_id", "unit", "quantity", "timestamp",
+                 "kind", "correction_ref", "dimensions", "source", "line")
+
+
+def _period_lines(doc: dict) -> list[dict]:
+    return list((doc.get("frozen") or {}).get("lines") or [])
+
 
 PeriodArg = Annotated[str, typer.Argument(help="The month, YYYY-MM (UTC).", metavar="YYYY-MM", show_default=False)]
 
@@ -15,8 +30,7 @@ PeriodArg = Annotated[str, typer.Argument(help="The month, YYYY-MM (UTC).", meta
 @app.command("close-period")
 def close_period(
     ctx: typer.Context,
-    first: Annotated[str, typer.Argument(help="ACCOUNT then YYYY-MM; with --all-accounts just YYYY-MM.", metavar="[ACCOUNT] YYYY-MM", show_default=False)],
-    second: Annotated[Optional[str], typer.Argument(hidden=True, show_default=False)] = None,
+    arguments: Annotated[list[str], typer.Argument(help="ACCOUNT then YYYY-MM; with --all-accounts just YYYY-MM.", metavar="[ACCOUNT] YYYY-MM", show_default=False)],
     all_accounts: Annotated[bool, typer.Option("--all-accounts", help="Close the month for every account with events dated in it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Close a month that has not ended (or has no events).")] = False,
     fmt: FormatOpt = "json",
@@ -36,16 +50,20 @@ def close_period(
     from usagebox_cli.ops.periods import close_all, close_period as close_one
     from usagebox_cli.store.connection import connect
 
-    json_only(fmt, as_json, "close-period")
+    fmt = output_format(fmt, as_json)
+    if len(arguments) > 2:
+        raise CannotRun("give ACCOUNT and YYYY-MM, or --all-accounts YYYY-MM")
+    first, second = arguments[0], (arguments[1] if len(arguments) > 1 else None)
     if all_accounts:
         if second is not None:
             raise CannotRun("--all-accounts takes only the month: usagebox close-period --all-accounts YYYY-MM")
         doc = close_all(connect(db_path(ctx, db), create=False), first, force)
+        render.report(doc, fmt, doc["closed"], CLOSED_COLUMNS, title=f"Closed {first}")
     else:
         if second is None:
             raise CannotRun("give ACCOUNT and YYYY-MM, or --all-accounts YYYY-MM")
         doc = close_one(connect(db_path(ctx, db), create=False), first, second, force)
-    render.document(doc)
+        render.report(doc, fmt, _period_lines(doc), LINE_COLUMNS, title=f"Period {second} of {first}")
 
 
 @app.command()
@@ -65,8 +83,9 @@ def period(
     from usagebox_cli.ops.periods import period_document
     from usagebox_cli.store.connection import connect
 
-    json_only(fmt, as_json, "period")
-    render.document(period_document(connect(db_path(ctx, db), create=False), account, month))
+    fmt = output_format(fmt, as_json)
+    doc = period_document(connect(db_path(ctx, db), create=False), account, month)
+    render.report(doc, fmt, _period_lines(doc), LINE_COLUMNS, title=f"Period {month} of {account}")
 
 
 @app.command()
@@ -122,8 +141,8 @@ def explain(
         raise CannotRun("--events and --event contradict each other; pass one")
     conn = connect(db_path(ctx, db), create=False)
     if event is not None:
-        json_only(fmt, as_json, "explain --event")
-        render.document(explain_event(conn, event, account))
+        doc = explain_event(conn, event, account)
+        render.report(doc, fmt, [doc["event"]] + list(doc["corrected_by"]), EVENT_COLUMNS, title=f"Event {event}")
         return
     if account is None:
         raise CannotRun("give an ACCOUNT (or --event EVENT_ID)")
@@ -138,8 +157,8 @@ def explain(
             columns = ("event_id", "kind", "quantity", "timestamp", "meter_id", "model_id", "source", "line")
             render.rows(page["events"], columns, fmt, title=f"Events of {account}")
         return
-    json_only(fmt, as_json, "explain (without --events)")
-    render.document(run_explain(conn, account, window))
+    doc = run_explain(conn, account, window)
+    render.report(doc, fmt, doc["breakdown"], BREAKDOWN_COLUMNS, title=f"Evidence for {account}")
 
 
 @app.command()
@@ -169,14 +188,17 @@ def verify(
     from usagebox_cli.store.connection import connect
     from usagebox_cli.timewindow import resolve
 
-    json_only(fmt, as_json, "verify")
+    fmt = output_format(fmt, as_json)
     window = resolve(start, end, period, last, tz)
     conn = connect(db_path(ctx, db), create=False)
     repaired = run_repair(conn, account, window) if repair else None
     report, errors = run_verify(conn, account, window, group_by)
     if repaired is not None:
         report["repair"] = repaired
-    render.document(report)
+    if group_by:
+        render.report(report, fmt, report.get("groups", []), (group_by,) + VERIFY_COLUMNS, title="Verify")
+    else:
+        render.report(report, fmt, [report], ("ok",) + VERIFY_COLUMNS, title="Verify")
     for error in errors:
         render.notice(f"drift: {error.where}: {error.message}")
     if errors:

@@ -43,7 +43,10 @@ def budget(
         raise CannotRun("--fail-on must be hard or soft")
     if watch is not None and watch <= 0:
         raise CannotRun("--watch needs a positive number of seconds")
-    window = resolve(last=burn_window)
+    try:
+        window = resolve(last=burn_window)
+    except CannotRun:
+        raise CannotRun(f"--burn-window {burn_window!r} must be a positive count and a unit: s, m, h, d or w (e.g. 10m, 1h)") from None
     burn_us = window.end_us - window.start_us
     plan, book = load_budgets(budgets), load_price_book(prices)
     conn = connect(db_path(ctx, db), create=False)

@@ -1,4 +1,4 @@
-"""Reading commands: usage, query, sql, export."""
+"""Reading commands: usage, query, sql, accounts, export."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def usage(
 
     Example: usagebox usage acct_42 --period 2026-06 --group-by model_id
     """
+    from usagebox_cli import render
     from usagebox_cli.ops.reading import run_usage
     from usagebox_cli.store.connection import connect
     from usagebox_cli.timewindow import resolve
@@ -75,6 +76,12 @@ def usage(
     conn = connect(db_path(ctx, db), create=False)
     doc, metric_names = run_usage(conn, account, window, list(group_by or []), parse_filters(filters), source, metric, prices)
     render_usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
+    if fmt == "table":
+        from usagebox_cli.ops.accounts import empty_hint
+
+        hint = empty_hint(conn, account, window)
+        if hint:
+            render.notice(hint)
 
 
 @app.command()
@@ -109,7 +116,7 @@ def query(
 def sql(
     ctx: typer.Context,
     statement: Annotated[str, typer.Argument(help="One read-only SQL statement.", show_default=False)],
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE for :NAME in the statement.", show_default=False)] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE binds :NAME as text; NAME:int=5 and NAME:decimal=0.5 bind numbers.", show_default=False)] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Stop the query after this many seconds.")] = 30.0,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows (tables show 1,000 unless set).", show_default=False)] = None,
     fmt: FormatOpt = "table",
@@ -119,7 +126,8 @@ def sql(
     """Run one read-only SQL query over the views usage_events and usage_hourly.
 
     Writes, ATTACH, pragma changes, transactions and extensions are refused
-    (exit 1) and the database is left unchanged.
+    (exit 1) and the database is left unchanged.  json, ndjson and csv stream
+    every row; a table shows at most 1,000.
 
     Example: usagebox sql "SELECT model_id, SUM(quantity) AS tokens FROM usage_events GROUP BY model_id"
     """
@@ -127,27 +135,44 @@ def sql(
 
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
-    from usagebox_cli.store.readonly import TABLE_ROW_CAP, convert_param, open_readonly, run_sql
+    from usagebox_cli.store.readonly import TABLE_ROW_CAP, check_timeout, open_readonly, parse_param, run_sql
 
     fmt = output_format(fmt, as_json)
-    params = {}
-    for item in param or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise CannotRun(f"--param {item!r} must look like NAME=VALUE")
-        params[name.lstrip(":")] = convert_param(value)
+    params = dict(parse_param(item) for item in param or [])
     if limit is not None and limit < 0:
         raise CannotRun("--limit must not be negative")
+    check_timeout(timeout)
     conn = open_readonly(db_path(ctx, db))
     result = run_sql(conn, statement, params, timeout)
-    cap = limit if limit is not None else (TABLE_ROW_CAP if fmt == "table" else None)
-    rows = islice(result.rows, cap + 1) if cap is not None else result.rows
-    records = [dict(zip(result.columns, row)) for row in rows]
-    truncated = cap is not None and len(records) > cap
-    records = records[:cap] if cap is not None else records
-    render.rows(records, result.columns, fmt)
-    if truncated and fmt == "table" and limit is None:
+    if fmt != "table":
+        render.stream_rows(result.columns, islice(result.rows, limit) if limit is not None else result.rows, fmt)
+        return
+    cap = limit if limit is not None else TABLE_ROW_CAP
+    records = [dict(zip(result.columns, row)) for row in islice(result.rows, cap + 1)]
+    render.rows(records[:cap], result.columns, fmt)
+    if len(records) > cap and limit is None:
         render.notice(f"showing the first {TABLE_ROW_CAP:,} rows; pass --limit N, or --format json/csv/ndjson for all")
+
+
+@app.command()
+def accounts(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """List the accounts: first and last event, event count and total per meter.
+
+    Tables, CSV and NDJSON have one row per account and meter; JSON has one
+    entry per account with its meters.
+
+    Example: usagebox accounts --json
+    """
+    from usagebox_cli import render
+    from usagebox_cli.ops.accounts import ACCOUNT_COLUMNS, list_accounts, meter_rows
+    from usagebox_cli.store.connection import connect
+
+    fmt = output_format(fmt, as_json)
+    doc = list_accounts(connect(db_path(ctx, db), create=False))
+    if fmt == "json":
+        render.document(doc)
+    else:
+        render.rows(meter_rows(doc), ACCOUNT_COLUMNS, fmt, title="Accounts")
 
 
 @app.command()

@@ -45,3 +45,23 @@ def list_conflicts(conn: sqlite3.Connection, event_id: str | None = None) -> lis
         record["incoming"] = json.loads(record["incoming"], parse_float=Decimal)
         records.append(record)
     return records
+
+
+def last_segment_id(conn: sqlite3.Connection) -> int:
+    """The newest segment's id (0 when none): what an ingest about to start will come after."""
+    return conn.execute("SELECT coalesce(max(segment_id), 0) FROM segments").fetchone()[0]
+
+
+def committed_since(conn: sqlite3.Connection, segment_id: int, paths: list[str]) -> dict:
+    """Outcome counts committed to segments newer than ``segment_id`` read from ``paths``.
+
+    An interrupted ingest rolls back its open transaction, so what the
+    segments hold afterwards is exactly what its earlier commits kept.
+    """
+    marks = ",".join("?" * len(paths))
+    row = conn.execute(
+        "SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0), coalesce(sum(conflicts), 0),"
+        f" coalesce(sum(rejected), 0) FROM segments WHERE segment_id > ? AND path IN ({marks})",
+        (segment_id, *paths),
+    ).fetchone()
+    return dict(zip(("accepted", "duplicates", "conflicts", "rejected"), row))

@@ -9,13 +9,21 @@ Three layers, none of them a regex over the SQL text:
    writes (also inside a CTE), ATTACH (which ``VACUUM INTO`` uses, and which
    a read-only connection would otherwise allow), transactions, pragma
    changes, ANALYZE, VACUUM;
-3. a progress handler stops a runaway query at the time limit.
+3. a progress handler stops a runaway query at the time limit, and SQLite's
+   length limit with a running total stop one that answers with huge values
+   (a single ``zeroblob(300000000)`` never reaches a progress check).
 
-sqlite3 itself refuses more than one statement per call.
+sqlite3 itself refuses more than one statement per call.  The read-only
+table-valued functions (``json_each``, ``json_tree`` and the schema pragmas)
+are used once before the authorizer is set: SQLite's first use of such an
+eponymous table registers it by updating its schema table, which the
+authorizer would otherwise (rightly) refuse.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -45,6 +53,15 @@ _ACTION_NAMES = {
     if hasattr(sqlite3, name)
 }
 TABLE_ROW_CAP = 1_000
+TABLE_FUNCTIONS = ("json_each", "json_tree") + tuple(f"pragma_{name}" for name in sorted(READ_ONLY_PRAGMAS))
+# One value, and a whole answer, in its text form: bounds memory and output
+# whatever the time limit, since one huge value is built in a single step.
+VALUE_LIMIT = 10_000_000
+RESULT_LIMIT = 1_000_000_000
+PARAM_TYPES = ("text", "int", "decimal")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PARAM_INT = re.compile(r"[+-]?[0-9]+")
+_PARAM_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
 @dataclass
@@ -56,8 +73,16 @@ class SqlResult:
 class _Authorizer:
     def __init__(self) -> None:
         self.denied: Optional[str] = None
+        self.selecting = False
 
     def __call__(self, action: int, arg1: Optional[str], arg2: Optional[str], _db: Optional[str], _trigger: Optional[str]) -> int:
+        if action == sqlite3.SQLITE_SELECT:
+            self.selecting = True
+        if action == sqlite3.SQLITE_UPDATE and self.selecting and (arg1 or "").lower() in ("sqlite_master", "sqlite_temp_master"):
+            # Inside a SELECT this is SQLite registering an eponymous virtual
+            # table on first use: a table-valued function not on the list.
+            return self._deny(f"a table-valued function or virtual table other than {', '.join(TABLE_FUNCTIONS[:2])} "
+                              "and the schema pragmas")
         if action in ALLOWED_ACTIONS:
             if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
                 return self._deny(f"the function {arg2}()")
@@ -108,19 +133,60 @@ def _ro(path: str) -> sqlite3.Connection:
     return conn
 
 
-def convert_param(value: str) -> Any:
-    """``--param`` values: integers as integers, everything else as text."""
-    text = value.strip()
-    if text.lstrip("+-").isdigit() and len(text.lstrip("+-")) < 19:
-        return int(text)
-    return value
+def parse_param(item: str) -> tuple[str, Any]:
+    """One ``--param``: ``NAME=VALUE`` binds text, exactly as typed (``0012`` stays ``'0012'``).
+
+    ``NAME:int=5`` binds an integer.  ``NAME:decimal=0.5`` binds a decimal of
+    at most 6 fractional digits the way the views hold ``quantity``: an
+    integer when whole, else the double nearest the exact value (the view
+    divides the stored millionths the same way), so ``quantity = :x`` and
+    ``quantity > :x`` compare like with like.
+    """
+    head, sep, value = item.partition("=")
+    name, _, kind = head.lstrip(":").partition(":")
+    kind = kind or "text"
+    if not sep or not _PARAM_NAME.fullmatch(name):
+        raise CannotRun(f"--param {item!r} must look like NAME=VALUE, NAME:int=VALUE or NAME:decimal=VALUE")
+    if kind not in PARAM_TYPES:
+        raise CannotRun(f"--param {item!r}: unknown type {kind!r}; use text, int or decimal")
+    if kind == "text":
+        return name, value
+    if kind == "int":
+        if not _PARAM_INT.fullmatch(value) or not -2**63 <= int(value) < 2**63:
+            raise CannotRun(f"--param {item!r}: {value!r} is not a 64-bit integer")
+        return name, int(value)
+    if not _PARAM_DECIMAL.fullmatch(value) or len(value.partition(".")[2]) > 6:
+        raise CannotRun(f"--param {item!r}: {value!r} is not a decimal number with at most 6 fractional digits")
+    whole, _, fraction = value.partition(".")
+    sign = -1 if whole.startswith("-") else 1
+    micros = int((whole.lstrip("+-") or "0") + fraction.ljust(6, "0")) * sign
+    if abs(micros) >= 2**63:
+        raise CannotRun(f"--param {item!r}: {value!r} is too large")
+    return name, micros // 1_000_000 if micros % 1_000_000 == 0 else micros / 1_000_000.0
+
+
+def check_timeout(timeout: float) -> None:
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise CannotRun(f"--timeout must be a positive number of seconds, not {timeout:g}")
+
+
+def _register_table_functions(conn: sqlite3.Connection) -> None:
+    for name in TABLE_FUNCTIONS:
+        try:
+            conn.execute(f"SELECT * FROM {name} LIMIT 0").fetchall()
+        except sqlite3.Error:  # not in this SQLite build, or needs an argument it lacks here
+            pass
 
 
 def run_sql(conn: sqlite3.Connection, sql: str, params: dict[str, Any], timeout: float) -> SqlResult:
     """Prepare and start a read-only query; rows stream from the returned iterator."""
+    check_timeout(timeout)
+    conn.set_authorizer(None)
+    _register_table_functions(conn)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, VALUE_LIMIT)
     authorizer = _Authorizer()
     conn.set_authorizer(authorizer)
-    deadline = time.monotonic() + timeout if timeout > 0 else None
+    deadline = time.monotonic() + timeout
     stopped = [False]
 
     def progress() -> int:
@@ -137,6 +203,9 @@ def run_sql(conn: sqlite3.Connection, sql: str, params: dict[str, Any], timeout:
         if stopped[0]:
             return Refused(f"query stopped after {timeout:g}s (--timeout)", hint="narrow it, or raise --timeout")
         message = str(exc)
+        if "too big" in message:
+            return Refused(f"a value in the answer is larger than {VALUE_LIMIT:,} bytes, the limit of `usagebox sql`",
+                           hint="select part of it, e.g. with substr()")
         if "one statement at a time" in message:
             return Refused("give one statement at a time")
         if "readonly" in message or "read-only" in message:
@@ -152,9 +221,15 @@ def run_sql(conn: sqlite3.Connection, sql: str, params: dict[str, Any], timeout:
     columns = [d[0] for d in cursor.description or []]
 
     def rows() -> Iterator[tuple]:
+        total = 0
         try:
             for row in cursor:
-                yield tuple(_value(v) for v in row)
+                values = tuple(_value(v) for v in row)
+                total += sum(len(v) if isinstance(v, str) else 8 for v in values)
+                if total > RESULT_LIMIT:
+                    raise Refused(f"the answer is larger than {RESULT_LIMIT:,} bytes, the limit of `usagebox sql`",
+                                  hint="narrow the query, or use usagebox export")
+                yield values
         except sqlite3.Error as exc:
             raise fail(exc) from None
 
