@@ -34,17 +34,14 @@ def ingest(
     Example: usagebox ingest examples/events.ndjson --json
     """
     from usagebox_cli import render
-    from usagebox_cli.ops.ingest import IngestOptions, ingest as run_ingest
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.ops.ingest import IngestOptions, ingest_into
 
     options = IngestOptions(
         input_format=input_format, extra_mode=extra, assume_utc=assume_utc,
         allow_future=allow_future, dry_run=dry_run, rejects_path=rejects,
     )
-    conn = connect(db_path(ctx, db))
     with render.Progress() as progress:
-        summary = run_ingest(conn, list(files or []), options, progress=progress.update)
-    conn.close()
+        summary = ingest_into(db_path(ctx, db), list(files or []), options, progress=progress.update, notice=render.notice)
     render.ingest_summary(summary.document(), "json" if as_json else "table")
     if not summary.ok:
         raise typer.Exit(1)
