@@ -86,7 +86,7 @@ def check_output(
     if output == "-":
         return
     if isinstance(db, sqlite3.Connection):
-        db = database_file(db)
+        db = getattr(db, "path", "") or database_file(db)  # the name the user gave, when known
     target = os.path.realpath(output)
     protected: list[tuple[str, str]] = []
     if db:

@@ -68,11 +68,12 @@ def connect(path: str | os.PathLike, *, create: bool = True, notice: Optional[Ca
         _create(path)
     elif kind == "empty" and not create:
         raise NotADatabase(f"{path} is an empty file, not a usagebox database", hint=EMPTY_HINT)
-    conn, identity = _open(path, create)
+    conn, identity = _open(path)
     try:
         if identity == "blank":
             if not create:
                 raise NotADatabase(f"{path} is an empty SQLite file, not a usagebox database", hint=EMPTY_HINT)
+            refuse_read_only(conn)
             if kind != "missing" and notice is not None:
                 notice(f"{path} is an empty file: initialising it as a new usagebox database")
         _configure(conn)
@@ -114,11 +115,11 @@ def write_error(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> Exce
     return exc
 
 
-def _open(path: str, create: bool) -> tuple[Database, str]:
+def _open(path: str) -> tuple[Database, str]:
     """A read-write connection and the file's identity (see ``migrations.check_file``).
 
-    For readers, a read-only connection when the file or its folder cannot
-    be written.
+    A read-only one when the file or its folder cannot be written: readers
+    work, and a write is refused by name (``refuse_read_only``).
     """
     from usagebox_cli.store import migrations
 
@@ -126,7 +127,7 @@ def _open(path: str, create: bool) -> tuple[Database, str]:
         conn = sqlite3.connect(sqlite_uri(path, mode="rw"), uri=True, isolation_level=None,
                                check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, factory=Database)
     except sqlite3.Error as exc:
-        if create or "unable to open" not in str(exc):
+        if "unable to open" not in str(exc):
             raise database_error(path, exc) from None
         conn = open_read_only(path)
         return conn, _identify(conn, path)
@@ -138,7 +139,7 @@ def _open(path: str, create: bool) -> tuple[Database, str]:
         identity = migrations.check_file(conn, path)
     except sqlite3.OperationalError as exc:
         conn.close()
-        if create or not ("unable to open" in str(exc) or "readonly" in str(exc)):
+        if not ("unable to open" in str(exc) or "readonly" in str(exc)):
             raise database_error(path, exc) from None
         conn = open_read_only(path)
         return conn, _identify(conn, path)
@@ -219,7 +220,7 @@ def _create(path: str) -> None:
     try:
         conn = sqlite3.connect(private, isolation_level=None, check_same_thread=False, factory=Database)
     except sqlite3.Error as exc:
-        raise database_error(path, exc) from None
+        raise CannotRun(f"cannot create database {path}: {exc}", hint=f"is the folder {folder} writable?") from None
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
