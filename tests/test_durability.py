@@ -139,9 +139,9 @@ def cli_env() -> dict:
 COMMIT_LINES = 20_000  # small transactions, so a kill can land between commits
 
 
-def start_ingest(db: Path, *files: Path) -> subprocess.Popen:
+def start_ingest(db: Path, *files: Path, commit_lines: int = COMMIT_LINES) -> subprocess.Popen:
     env = cli_env()
-    env["USAGEBOX_COMMIT_LINES"] = str(COMMIT_LINES)
+    env["USAGEBOX_COMMIT_LINES"] = str(commit_lines)
     return subprocess.Popen(
         cli_command(db, "ingest", *files, "--json"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
@@ -287,9 +287,24 @@ def test_big_file_recompute_is_exact(big_file):
     assert decimal_total * SCALE == big_file.total
 
 
+def _write_locked(db: Path) -> bool:
+    """True while another connection holds the write lock (the ingest is inside its transaction)."""
+    conn = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc) or "busy" in str(exc)
+    finally:
+        conn.close()
+
+
 def _kill_before_first_commit(watch, proc, big_file):
+    """Kill inside the first (and, with this commit size, only) transaction."""
     wait_for(lambda: watch.value("SELECT count(*) FROM sqlite_schema WHERE name = 'events'") == 1, proc, what="schema")
-    time.sleep(0.3)  # inside the first transaction (the first commit comes after COMMIT_LINES lines)
+    wait_for(lambda: _write_locked(watch.db), proc, what="the first transaction")
+    assert watch.committed() == 0
     kill(proc)
 
 
@@ -315,7 +330,8 @@ def _kill_twice(watch, proc, big_file):
 )
 def test_killed_ingest_rerun_gives_exactly_the_totals_of_one_run(tmp_path, big_file, kill_at):
     db = tmp_path / "crash.db"
-    proc = start_ingest(db, big_file.path)
+    # Before the first commit: one transaction for the whole file, so the kill cannot miss it.
+    proc = start_ingest(db, big_file.path, commit_lines=10 * BIG_EVENTS if kill_at is _kill_before_first_commit else COMMIT_LINES)
     watch = Watch(db)
     try:
         kill_at(watch, proc, big_file)
@@ -333,7 +349,10 @@ def test_killed_ingest_rerun_gives_exactly_the_totals_of_one_run(tmp_path, big_f
     partial_sum, partial_count = check_consistent(db)
     assert json.loads(seen.stdout)["rows"] == [{"q": partial_sum, "n": partial_count}]
     assert partial_count < len(big_file.events)
-    if kill_at is not _kill_before_first_commit:
+    if kill_at is _kill_before_first_commit:
+        assert partial_count == 0  # nothing of the killed transaction is visible
+        assert peek(db, "SELECT count(*) FROM segments") == 0
+    else:
         assert partial_count > 0
     partial = stored_events(db)
     assert len(partial) == partial_count

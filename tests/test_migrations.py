@@ -465,3 +465,28 @@ def test_cli_rollup_overflow_is_an_error_line_not_a_traceback(db, tmp_path, cli)
         assert events == rollup
     finally:
         raw.close()
+
+
+def test_identity_is_read_in_one_snapshot_while_another_process_migrates(tmp_path):
+    """Concurrent first use once refused a valid database: the identity reads straddled another migration."""
+    db = tmp_path / "race.db"
+    sqlite3.connect(db).execute("PRAGMA journal_mode = WAL").fetchall()  # a blank file, as a first ingest makes it
+    other = sqlite3.connect(db, isolation_level=None)
+    migrated = []
+
+    class Interleaved(sqlite3.Connection):
+        def execute(self, sql, *args):
+            cursor = super().execute(sql, *args)
+            if sql == "PRAGMA application_id" and not migrated:
+                migrations.migrate(other, str(db))  # the other process commits its schema right here
+                migrated.append(True)
+            return cursor
+
+    conn = sqlite3.connect(db, isolation_level=None, factory=Interleaved)
+    try:
+        assert migrations.check_file(conn, str(db)) == "blank"  # what the snapshot saw: consistent, not foreign
+        assert migrated == [True]
+        assert migrations.check_file(conn, str(db)) == "ours"
+    finally:
+        conn.close()
+        other.close()

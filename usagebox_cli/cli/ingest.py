@@ -36,27 +36,22 @@ def ingest(
     import sys
 
     from usagebox_cli import render
-    from usagebox_cli.ops.ingest import IngestOptions, ingest as run_ingest
-    from usagebox_cli.ops.provenance import committed_since, last_segment_id
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.ops.ingest import IngestInterrupted, IngestOptions, ingest_into
 
     options = IngestOptions(
         input_format=input_format, extra_mode=extra, assume_utc=assume_utc,
         allow_future=allow_future, dry_run=dry_run, rejects_path=rejects,
     )
     paths = list(files or []) or ["-"]
-    conn = connect(db_path(ctx, db))
     if "-" in paths and sys.stdin.isatty():
         render.notice("reading events from standard input; Ctrl-D ends")
-    mark = last_segment_id(conn)
     try:
         with render.Progress() as progress:
-            summary = run_ingest(conn, list(files or []), options, progress=progress.update)
-    except KeyboardInterrupt:
-        committed = None if dry_run else committed_since(conn, mark, paths)
-        render.interrupted_ingest(committed)
+            summary = ingest_into(db_path(ctx, db), list(files or []), options, progress=progress.update,
+                                  notice=render.notice)
+    except IngestInterrupted as stop:
+        render.interrupted_ingest(stop.committed)
         raise typer.Exit(130) from None
-    conn.close()
     render.ingest_summary(summary.document(), "json" if as_json else "table")
     if not summary.ok:
         raise typer.Exit(1)

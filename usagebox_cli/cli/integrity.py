@@ -172,6 +172,7 @@ def verify(
     tz: TzOpt = None,
     group_by: Annotated[Optional[str], typer.Option("--group-by", "-g", help="Compare per day, hour or KEY.", show_default=False)] = None,
     repair: Annotated[bool, typer.Option("--repair", help="Rebuild the window's rollups from raw events, in one transaction.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Check the file with PRAGMA integrity_check (slower) instead of quick_check.")] = False,
     fmt: FormatOpt = "json",
     as_json: JsonOpt = False,
     db: DbOpt = None,
@@ -192,7 +193,7 @@ def verify(
     window = resolve(start, end, period, last, tz)
     conn = connect(db_path(ctx, db), create=False)
     repaired = run_repair(conn, account, window) if repair else None
-    report, errors = run_verify(conn, account, window, group_by)
+    report, errors = run_verify(conn, account, window, group_by, full=full)
     if repaired is not None:
         report["repair"] = repaired
     if group_by:

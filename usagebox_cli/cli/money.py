@@ -143,6 +143,7 @@ def reconcile(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.pricing import load_price_book
     from usagebox_cli.ops.reconcile import beyond_tolerance, reconcile as run_reconcile, write_corrections
+    from usagebox_cli.paths import check_output
     from usagebox_cli.store.connection import connect
     from usagebox_cli.timewindow import resolve
 
@@ -155,6 +156,8 @@ def reconcile(
             raise CannotRun(f"--tolerance {tolerance!r} must be a percent, e.g. 0.5") from None
     window = resolve(start, end, period, last, tz)
     conn = connect(db_path(ctx, db), create=False)
+    if corrections_out:
+        check_output(corrections_out, "--corrections-out", db=conn, inputs=(invoice, prices))
     doc, needs = run_reconcile(conn, account, invoice, list(by or []), window,
                                load_price_book(prices) if prices else None, skip_verify)
     if corrections_out:

@@ -201,6 +201,7 @@ def export(
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.export import export as run_export
+    from usagebox_cli.paths import open_output
     from usagebox_cli.store.connection import connect
     from usagebox_cli.timewindow import resolve
 
@@ -209,11 +210,7 @@ def export(
     window = resolve(start, end, period, last, tz, default="all")
     conn = connect(db_path(ctx, db), create=False)
     if output:
-        try:
-            handle = open(output, "w", encoding="utf-8", newline="")
-        except OSError as exc:
-            raise CannotRun(f"cannot write {output}: {exc.strerror or exc}") from None
-        with handle:
+        with open_output(output, "-o", db=conn, newline="") as handle:
             count = run_export(conn, handle, fmt, account, window, excel_safe)
         render.notice(f"exported {count:,} events to {output}")
     else:

@@ -25,8 +25,10 @@ from typing import Callable, Optional, TextIO
 from usagebox_cli import exactjson
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.ingest_reader import read_sources
+from usagebox_cli.ops.provenance import committed_since, last_segment_id
+from usagebox_cli.paths import check_output, database_file
 from usagebox_cli.sources import FORMATS, Source, SourceReadError
-from usagebox_cli.store.connection import begin_immediate, retry_busy
+from usagebox_cli.store.connection import begin_immediate, connect, refuse_read_only, retry_busy, write_error
 from usagebox_cli.store.writer import IngestPolicy, IngestWriter
 from usagebox_cli.timefmt import format_ts, now_us
 
@@ -109,14 +111,67 @@ def ingest(
     opened; a source that breaks off mid-stream raises ``SourceReadError``
     after committing the lines read before the break.
     """
+    lines_per_commit = _check_options(options)
+    if options.rejects_path:
+        check_output(options.rejects_path, "--rejects", db=conn, inputs=paths)
+    sources = open_sources(paths, options.input_format)
+    return _ingest_sources(conn, sources, options, progress, lines_per_commit)
+
+
+class IngestInterrupted(Exception):
+    """Ctrl-C during an ingest; ``committed`` counts what earlier commits kept (None on --dry-run)."""
+
+    def __init__(self, committed: Optional[dict]):
+        super().__init__("interrupted")
+        self.committed = committed
+
+
+def ingest_into(
+    db: str,
+    paths: list[str],
+    options: IngestOptions,
+    progress: Optional[Callable[[Source, int], None]] = None,
+    notice: Optional[Callable[[str], None]] = None,
+) -> IngestSummary:
+    """``ingest`` for the command: flags and inputs are checked before the database is opened.
+
+    So a typo'd input file or a ``--rejects`` that names the database stops
+    the command before a new database file is made, or an empty one
+    initialised.
+    """
+    lines_per_commit = _check_options(options)
+    if options.rejects_path:
+        check_output(options.rejects_path, "--rejects", db=db, inputs=paths)
+    sources = open_sources(paths, options.input_format)
+    try:
+        conn = connect(db, notice=notice)
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    try:
+        mark = last_segment_id(conn)
+        try:
+            return _ingest_sources(conn, sources, options, progress, lines_per_commit)
+        except KeyboardInterrupt:
+            # The open transaction is rolled back, so the segments hold exactly
+            # what the earlier commits kept.
+            committed = None if options.dry_run else committed_since(conn, mark, paths or ["-"])
+            raise IngestInterrupted(committed) from None
+    finally:
+        conn.close()
+
+
+def _check_options(options: IngestOptions) -> int:
+    """Refuse bad flags before anything is opened; return the lines per commit."""
     if options.extra_mode not in EXTRA_MODES:
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
     if options.input_format not in FORMATS:
         raise CannotRun("--input-format must be auto, ndjson or csv")
-    lines_per_commit = commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
-    if options.rejects_path:
-        _check_rejects_path(options.rejects_path, paths)
-    sources = open_sources(paths, options.input_format)
+    return commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
+
+
+def _ingest_sources(conn, sources: list[Source], options: IngestOptions, progress, lines_per_commit: int) -> IngestSummary:
     rejects: Optional[TextIO] = None
     try:
         if options.rejects_path:
@@ -124,6 +179,7 @@ def ingest(
                 rejects = open(options.rejects_path, "w", encoding="utf-8")
             except OSError as exc:
                 raise CannotRun(f"cannot write --rejects {options.rejects_path}: {exc.strerror or exc}") from None
+        refuse_read_only(conn)
         # The writer takes every series_id and segment_id from rows it has just
         # read or made in the same transaction, so the foreign keys hold by
         # construction; checking them costs two B-tree lookups per event
@@ -201,7 +257,7 @@ def _run(conn, sources, options, progress, rejects, lines_per_commit: int) -> In
         return segment_ids[index]
 
     try:
-        with read_sources(sources, options.extra_mode, options.assume_utc, _file_path(conn)) as messages:
+        with read_sources(sources, options.extra_mode, options.assume_utc, database_file(conn)) as messages:
             for message in messages:
                 kind = message[0]
                 if kind == "done":
@@ -243,30 +299,13 @@ def _run(conn, sources, options, progress, rejects, lines_per_commit: int) -> In
                 hint="batches committed before it are kept",
             ) from None
         raise
+    except sqlite3.OperationalError as exc:
+        transactions.rollback()
+        raise write_error(conn, exc) from None
     except BaseException:
         transactions.rollback()
         raise
     return summary
-
-
-def _check_rejects_path(rejects: str, paths: list[str]) -> None:
-    """Refuse a --rejects file that is one of the inputs: opening it would erase the input."""
-    for path in paths:
-        if path == "-":
-            continue
-        try:
-            if os.path.samefile(rejects, path):
-                raise CannotRun(f"--rejects {rejects} is also an input file; choose another path")
-        except OSError:
-            continue
-
-
-def _file_path(conn: sqlite3.Connection) -> str | None:
-    """The main database's file, or None for an in-memory one."""
-    for _, name, path in conn.execute("PRAGMA database_list"):
-        if name == "main":
-            return path or None
-    return None
 
 
 def _tally(summary: IngestSummary, outcome, rejects: Optional[TextIO]) -> None:

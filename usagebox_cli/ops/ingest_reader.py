@@ -31,6 +31,7 @@ from typing import Iterator, Optional
 from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun, UsageboxError
 from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize, unstorable_text
+from usagebox_cli.paths import sqlite_uri
 from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, SourceReadError, iter_lines
 from usagebox_cli.store.writer import Item, KnownDuplicate, Rejection
 
@@ -123,7 +124,7 @@ class _Fingerprints:
         self.conn = None
         if db_path:
             try:
-                self.conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+                self.conn = sqlite3.connect(sqlite_uri(db_path, mode="ro"), uri=True, check_same_thread=False)
                 self.conn.execute("PRAGMA busy_timeout = 5000")
             except sqlite3.Error:
                 self.conn = None

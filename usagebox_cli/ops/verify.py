@@ -14,6 +14,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
+from usagebox_cli import exactjson
+from usagebox_cli.errors import Refused
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.store.connection import read_snapshot, write_transaction
 from usagebox_cli.store.planner import UsageQuery, aggregate
@@ -34,6 +36,7 @@ class VerifyContext:
     window: Window
     group_by: Optional[str]
     report: dict = field(default_factory=dict)
+    full: bool = False  # integrity_check instead of quick_check
 
 
 def check_totals(ctx: VerifyContext) -> list[VerifyError]:
@@ -200,28 +203,85 @@ def check_frozen_periods(ctx: VerifyContext) -> list[VerifyError]:
     return errors
 
 
-CHECKS: list[Callable[[VerifyContext], list[VerifyError]]] = [check_totals, check_rollup_cells, check_frozen_periods]
+def check_file_integrity(ctx: VerifyContext) -> list[VerifyError]:
+    """The database file itself: SQLite's own structural check, and the JSON the schema stores.
+
+    Every other check reads through the file's pages and indexes; a damaged
+    page or an index that no longer matches its table (a bit flip in the
+    event_id index lets a re-ingest count an event twice) makes their
+    numbers meaningless, so this one runs first and a failure stops the rest.
+    ``quick_check`` is O(N); ``integrity_check`` (``--full``) also checks
+    that every index matches its table.
+    """
+    pragma = "integrity_check" if ctx.full else "quick_check"
+    problems = [row[0] for row in ctx.conn.execute(f"PRAGMA {pragma}({MAX_NAMED_CELLS})") if row[0] != "ok"]
+    errors = [VerifyError(f"PRAGMA {pragma}", problem) for problem in problems]
+    if not errors:
+        for (series_id,) in ctx.conn.execute(
+            "SELECT series_id FROM series WHERE dimensions IS NOT NULL AND NOT json_valid(dimensions)"
+            f" LIMIT {MAX_NAMED_CELLS}"
+        ):
+            errors.append(VerifyError(f"series {series_id}", "its dimensions are not valid JSON"))
+    return errors
 
 
-def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, group_by: Optional[str] = None) -> tuple[dict, list[VerifyError]]:
-    """Run every check in one read snapshot; return the report and the errors."""
+CHECKS: list[Callable[[VerifyContext], list[VerifyError]]] = [check_file_integrity, check_totals, check_rollup_cells, check_frozen_periods]
+
+
+def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, group_by: Optional[str] = None,
+           full: bool = False) -> tuple[dict, list[VerifyError]]:
+    """Run every check in one read snapshot; return the report and the errors.
+
+    A damaged database file is not drift: it raises ``Refused`` (exit 1)
+    naming what SQLite found, and no other check's numbers are reported.
+    """
     if group_by is not None:
         from usagebox_cli.store.planner import check_keys
 
         check_keys([group_by], {})
-    ctx = VerifyContext(conn, account, window, group_by)
+    ctx = VerifyContext(conn, account, window, group_by, full=full)
     ctx.report = {"ok": True}
     errors: list[VerifyError] = []
     with read_snapshot(conn):
-        for check in CHECKS:
-            errors.extend(check(ctx))
+        try:
+            for check in CHECKS:
+                found = check(ctx)
+                if check is check_file_integrity and found:
+                    raise corrupt(conn, found)
+                errors.extend(found)
+            exactjson.dumps(ctx.report)  # a damaged value (bytes in a text column) fails here, not in the renderer
+        except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError, TypeError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and not is_corruption(exc):
+                raise
+            raise corrupt(conn, [VerifyError("reading rows", f"{type(exc).__name__}: {exc}")]) from None
     ctx.report["ok"] = not errors
     ctx.report["errors"] = [f"{e.where}: {e.message}" for e in errors]
     return ctx.report, errors
 
 
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """SQLite errors that mean the file's bytes are damaged, not that a query was wrong."""
+    message = str(exc).lower()
+    return any(sign in message for sign in ("malformed", "not a database", "corrupt", "could not decode"))
+
+
+def corrupt(conn: sqlite3.Connection, errors: list[VerifyError]) -> Refused:
+    from usagebox_cli.paths import database_file
+
+    name = getattr(conn, "path", "") or database_file(conn)
+    shown = "; ".join(f"{e.where}: {e.message}" for e in errors[:3])
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return Refused(
+        f"the database file{' ' + name if name else ''} is damaged: {shown}{more}",
+        hint="its totals cannot be trusted; restore it from a backup, or re-ingest the source files into a new database",
+    )
+
+
 def repair(conn: sqlite3.Connection, account: Optional[str], window: Window) -> dict:
     """Rebuild the rollup hours and days the window touches from raw events, in one transaction."""
+    damaged = check_file_integrity(VerifyContext(conn, account, window, None))
+    if damaged:  # rebuilding from damaged rows would only spread the damage
+        raise corrupt(conn, damaged)
     with write_transaction(conn):
         daily = drifting_cells(conn, account, window, DAILY)
         cells = drifting_cells(conn, account, window, HOURLY)

@@ -10,13 +10,15 @@ the timeout), and waiting for the lock is retried until a generous deadline.
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 from usagebox_cli.errors import CannotRun, NotADatabase
+from usagebox_cli.paths import database_kind, sqlite_uri
 
 APPLICATION_ID = 0x55424F58  # "UBOX": marks a file as a usagebox database
 BUSY_TIMEOUT_MS = 5_000
@@ -30,44 +32,224 @@ def default_path() -> str:
     return os.environ.get("USAGEBOX_DB") or "usagebox.db"
 
 
-def connect(path: str | os.PathLike, *, create: bool = True) -> sqlite3.Connection:
-    """Open (and on first use create) a usagebox database, migrated to the current schema."""
+class Database(sqlite3.Connection):
+    """A connection that knows whether it may write, so a write can be refused by name.
+
+    ``read_only`` is None for a normal connection, else why it cannot write
+    (SQLite itself lets ``BEGIN IMMEDIATE`` through on a read-only file and
+    fails later, deep inside a command, with "attempt to write a readonly
+    database").
+    """
+
+    read_only: Optional[str] = None
+    path: str = ""
+
+
+def connect(path: str | os.PathLike, *, create: bool = True, notice: Optional[Callable[[str], None]] = None) -> sqlite3.Connection:
+    """Open (and with ``create`` make) a usagebox database, migrated to the current schema.
+
+    Readers (``create=False``) refuse a missing or empty file, and fall back
+    to a read-only open when the file or its folder cannot be written.
+    ``create`` also initialises an existing empty file, saying so through
+    ``notice``.
+    """
     from usagebox_cli.store import migrations
 
     path = str(path)
-    if path != ":memory:":
-        target = Path(path)
-        if target.is_dir():
-            raise CannotRun(f"--db {path} is a directory, not a database file")
-        if not target.exists():
+    if path == ":memory:":
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=Database)
+        _configure(conn)
+        migrations.migrate(conn, path)
+        return conn
+    kind = database_kind(path)
+    if kind == "missing":
+        if not create:
+            raise CannotRun(f"no usagebox database at {path}", hint="ingest events first, or pass --db / set USAGEBOX_DB")
+        _create(path)
+    elif kind == "empty" and not create:
+        raise NotADatabase(f"{path} is an empty file, not a usagebox database", hint=EMPTY_HINT)
+    conn, identity = _open(path)
+    try:
+        if identity == "blank":
             if not create:
-                raise CannotRun(f"no usagebox database at {path}", hint="ingest events first, or pass --db / set USAGEBOX_DB")
-            if not target.parent.exists():
-                raise CannotRun(f"cannot create database {path}: folder {target.parent} does not exist")
-    try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
-    except sqlite3.Error as exc:
-        raise CannotRun(f"cannot open database {path}: {exc}") from None
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # Identify the file before changing anything in it: a foreign database
-        # must be refused byte-for-byte untouched (no switch to WAL).
-        migrations.check_file(conn, path)
+                raise NotADatabase(f"{path} is an empty SQLite file, not a usagebox database", hint=EMPTY_HINT)
+            refuse_read_only(conn)
+            if kind != "missing" and notice is not None:
+                notice(f"{path} is an empty file: initialising it as a new usagebox database")
         _configure(conn)
         migrations.migrate(conn, path)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        if "not a database" in str(exc) or "malformed" in str(exc):
-            raise NotADatabase(f"{path} is not a usagebox database ({exc})") from None
-        raise CannotRun(f"cannot open database {path}: {exc}") from None
+        raise database_error(path, exc) from None
     except BaseException:
         conn.close()
         raise
     return conn
 
 
+EMPTY_HINT = "restore it from a backup, or delete it and ingest again"
+
+
+def database_error(path: str, exc: sqlite3.Error) -> CannotRun:
+    """The one-line error for a SQLite failure while opening ``path``."""
+    message = str(exc)
+    if "not a database" in message or "malformed" in message:
+        return NotADatabase(f"{path} is not a usagebox database ({message})")
+    if "database or disk is full" in message:
+        return CannotRun(f"cannot open database {path}: {message}", hint=DISK_FULL_HINT)
+    return CannotRun(f"cannot open database {path}: {message}")
+
+
+DISK_FULL_HINT = "committed batches are kept; free space and run again"
+
+
+def write_error(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> Exception:
+    """A failed write as the error a user can act on; other failures unchanged."""
+    message = str(exc)
+    if "database or disk is full" in message:
+        path = getattr(conn, "path", "") or "the database"
+        return CannotRun(f"cannot write to {path}: the disk is full (SQLite: {message})", hint=DISK_FULL_HINT)
+    if "readonly" in message or "read-only" in message:
+        path = getattr(conn, "path", "") or "the database"
+        return CannotRun(f"cannot write to {path}: {message}", hint="run it where the database file and its folder are writable")
+    return exc
+
+
+def _open(path: str) -> tuple[Database, str]:
+    """A read-write connection and the file's identity (see ``migrations.check_file``).
+
+    A read-only one when the file or its folder cannot be written: readers
+    work, and a write is refused by name (``refuse_read_only``).
+    """
+    from usagebox_cli.store import migrations
+
+    try:
+        conn = sqlite3.connect(sqlite_uri(path, mode="rw"), uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, factory=Database)
+    except sqlite3.Error as exc:
+        if "unable to open" not in str(exc):
+            raise database_error(path, exc) from None
+        conn = open_read_only(path)
+        return conn, _identify(conn, path)
+    conn.path = path
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    try:
+        # The first read opens the WAL index, which needs a -shm file next
+        # to the database: a read-only folder fails here, not at connect.
+        identity = migrations.check_file(conn, path)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if not ("unable to open" in str(exc) or "readonly" in str(exc)):
+            raise database_error(path, exc) from None
+        conn = open_read_only(path)
+        return conn, _identify(conn, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise database_error(path, exc) from None
+    except BaseException:
+        conn.close()
+        raise
+    if not os.access(path, os.W_OK):
+        conn.read_only = "the file is read-only"
+    return conn, identity
+
+
+def _identify(conn: sqlite3.Connection, path: str) -> str:
+    from usagebox_cli.store import migrations
+
+    try:
+        return migrations.check_file(conn, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise database_error(path, exc) from None
+    except BaseException:
+        conn.close()
+        raise
+
+
+def open_read_only(path: str) -> Database:
+    """A connection SQLite itself keeps from writing (``mode=ro``).
+
+    In a read-only folder or file system SQLite cannot create the ``-shm``
+    index a WAL database needs even for reading; the file is then opened
+    ``immutable``, which reads the database file alone.  That is exact only
+    when no write-ahead log holds committed pages the file lacks, so a
+    non-empty ``-wal`` is refused rather than silently skipped.
+    """
+    conn = sqlite3.connect(sqlite_uri(path, mode="ro"), uri=True, isolation_level=None,
+                           check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, factory=Database)
+    conn.path, conn.read_only = path, "it was opened read-only"
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "unable to open" not in str(exc):
+            raise database_error(path, exc) from None
+    wal = path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        raise CannotRun(
+            f"cannot read {path}: its folder is read-only, and its write-ahead log {wal} holds data"
+            " SQLite can read only with write access to that folder",
+            hint="copy the database with its -wal file somewhere writable, or make the folder writable",
+        )
+    conn = sqlite3.connect(sqlite_uri(path, mode="ro", immutable="1"), uri=True, isolation_level=None,
+                           check_same_thread=False, factory=Database)
+    conn.path, conn.read_only = path, "its folder or file system is read-only"
+    return conn
+
+
+def _create(path: str) -> None:
+    """Make a new, fully migrated database at ``path``, atomically.
+
+    The schema is built in a private file next to ``path`` and hard-linked
+    into place, which fails if ``path`` appeared meanwhile.  So no process
+    ever sees a half-made database: concurrent first ingests each build one,
+    one wins, the others open the winner's.  Where hard links are not
+    supported, the database is made in place (migration is one transaction
+    and re-checks the version under the write lock, so that is safe too).
+    """
+    from usagebox_cli.store import migrations
+
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.exists():
+        raise CannotRun(f"cannot create database {path}: folder {folder} does not exist")
+    private = folder / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.creating"
+    try:
+        conn = sqlite3.connect(private, isolation_level=None, check_same_thread=False, factory=Database)
+    except sqlite3.Error as exc:
+        raise CannotRun(f"cannot create database {path}: {exc}", hint=f"is the folder {folder} writable?") from None
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        migrations.migrate(conn, path)
+        conn.close()  # checkpoints: the file alone now holds the schema
+        try:
+            os.link(private, path)
+        except FileExistsError:
+            pass  # another process created it first: use that one
+        except OSError:
+            if not target.exists():
+                sqlite3.connect(sqlite_uri(path, mode="rwc"), uri=True).close()
+    except sqlite3.Error as exc:
+        raise database_error(path, exc) from None
+    except OSError as exc:
+        raise CannotRun(f"cannot create database {path}: {exc.strerror or exc}") from None
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(f"{private}{suffix}")
+            except OSError:
+                pass
+
+
 def _configure(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if getattr(conn, "read_only", None):
+        return  # it cannot write, so there is nothing to switch
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
     conn.execute("PRAGMA synchronous = FULL")
@@ -107,11 +289,20 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
     often (with a short busy timeout per attempt) lets waiting writers take
     turns instead of starving.
     """
+    refuse_read_only(conn)
     conn.execute("PRAGMA busy_timeout = 20")
     try:
         retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), poll=True)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def refuse_read_only(conn: sqlite3.Connection) -> None:
+    """A write asked of a database that cannot be written: say so by name."""
+    reason = getattr(conn, "read_only", None)
+    if reason:
+        raise CannotRun(f"the database {conn.path} is read-only ({reason}); this command needs to write to it",
+                        hint="run it where the database file and its folder are writable")
 
 
 @contextmanager
@@ -120,12 +311,15 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     begin_immediate(conn)
     try:
         yield conn
+        retry_busy(lambda: conn.execute("COMMIT"))
+    except sqlite3.OperationalError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise write_error(conn, exc) from None
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    else:
-        retry_busy(lambda: conn.execute("COMMIT"))
 
 
 @contextmanager

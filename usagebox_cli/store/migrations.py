@@ -305,13 +305,19 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
     from usagebox_cli.store.connection import APPLICATION_ID, write_transaction
 
-    version, app_id = _version(conn)
+    version, app_id, tables = _identity(conn)
     if version == len(MIGRATIONS) and app_id == APPLICATION_ID:
         return
-    _check_ours(conn, path, version, app_id)
+    _check_ours(conn, path, version, app_id, tables)
+    if getattr(conn, "read_only", None):
+        raise CannotRun(
+            f"{path} has an older schema (version {version}; this usagebox uses {len(MIGRATIONS)}) and is read-only"
+            f" ({conn.read_only}), so it cannot be upgraded here",
+            hint="run any usagebox command on it once where it can be written",
+        )
     with write_transaction(conn):
-        version, app_id = _version(conn)  # another process may have migrated meanwhile
-        _check_ours(conn, path, version, app_id)
+        version, app_id, tables = _identity(conn)  # another process may have migrated meanwhile
+        _check_ours(conn, path, version, app_id, tables)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS _usagebox_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
@@ -325,16 +331,36 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
 
-def check_file(conn: sqlite3.Connection, path: str) -> None:
-    """Refuse a file that is not (and cannot become) a usagebox database; reads only."""
-    _check_ours(conn, path, *_version(conn))
+def check_file(conn: sqlite3.Connection, path: str) -> str:
+    """Refuse a file that is not (and cannot become) a usagebox database; reads only.
+
+    Returns ``"ours"`` for a usagebox database (of this or an older schema)
+    and ``"blank"`` for a SQLite file with nothing in it yet (an empty file).
+    """
+    return _check_ours(conn, path, *_identity(conn))
 
 
-def _version(conn: sqlite3.Connection) -> tuple[int, int]:
-    return conn.execute("PRAGMA user_version").fetchone()[0], conn.execute("PRAGMA application_id").fetchone()[0]
+def _identity(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(user_version, application_id, number of schema objects), read in one snapshot.
+
+    Three separate autocommit reads can straddle another process's first
+    migration (version 0 read before it commits, its tables counted after)
+    and take a valid database for a foreign one.
+    """
+    outer = conn.in_transaction
+    if not outer:
+        conn.execute("BEGIN")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    finally:
+        if not outer and conn.in_transaction:
+            conn.execute("ROLLBACK")
+    return version, app_id, tables
 
 
-def _check_ours(conn: sqlite3.Connection, path: str, version: int, app_id: int) -> None:
+def _check_ours(conn: sqlite3.Connection, path: str, version: int, app_id: int, tables: int) -> str:
     from usagebox_cli.store.connection import APPLICATION_ID
 
     if app_id == APPLICATION_ID:
@@ -343,7 +369,7 @@ def _check_ours(conn: sqlite3.Connection, path: str, version: int, app_id: int) 
                 f"{path} was written by a newer usagebox (schema {version}, this one knows {len(MIGRATIONS)})",
                 hint="upgrade usagebox",
             )
-        return
-    tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        return "ours"
     if app_id != 0 or tables or version != 0:
         raise NotADatabase(f"{path} is a SQLite database, but not a usagebox database")
+    return "blank"

@@ -103,23 +103,29 @@ class _Authorizer:
 
 
 def open_readonly(path: str) -> sqlite3.Connection:
-    from pathlib import Path
-
+    from usagebox_cli.errors import NotADatabase
+    from usagebox_cli.paths import database_kind
     from usagebox_cli.store import migrations
+    from usagebox_cli.store.connection import EMPTY_HINT, database_error
 
-    if not Path(path).exists():
+    kind = database_kind(path)  # before any open: a FIFO would block it forever
+    if kind == "missing":
         raise CannotRun(f"no usagebox database at {path}", hint="ingest events first, or pass --db / set USAGEBOX_DB")
+    if kind == "empty":
+        raise NotADatabase(f"{path} is an empty file, not a usagebox database", hint=EMPTY_HINT)
     # Only a read-only connection touches the file: even closing a read-write
     # one could checkpoint a WAL left by a killed process into the database.
     conn = _ro(path)
     try:
-        migrations.check_file(conn, path)
+        if migrations.check_file(conn, path) == "blank":
+            raise NotADatabase(f"{path} is an empty SQLite file, not a usagebox database", hint=EMPTY_HINT)
         behind = conn.execute("PRAGMA user_version").fetchone()[0] < len(migrations.MIGRATIONS)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        from usagebox_cli.errors import NotADatabase
-
-        raise NotADatabase(f"{path} is not a usagebox database ({exc})") from None
+        raise database_error(path, exc) from None
+    except BaseException:
+        conn.close()
+        raise
     if behind:  # an older schema: upgrade it once (a write), then read
         conn.close()
         connect(path, create=False).close()
@@ -128,9 +134,9 @@ def open_readonly(path: str) -> sqlite3.Connection:
 
 
 def _ro(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return conn
+    from usagebox_cli.store.connection import open_read_only
+
+    return open_read_only(path)
 
 
 def parse_param(item: str) -> tuple[str, Any]:
