@@ -144,7 +144,7 @@ def ingest_summary(summary: dict, fmt: str) -> None:
     if fmt == "json":
         document(summary)
         return
-    parts = [f"{summary[key]:,} {key}" for key in ("accepted", "duplicates", "conflicts", "rejected")]
+    parts = [f"{summary[key]:,} {key}" for key in ("accepted", "duplicates", "conflicts", "rejected", "skipped") if key in summary]
     prefix = "dry run, nothing committed: " if summary.get("dry_run") else ""
     line(prefix + ", ".join(parts))
     errors = summary.get("errors", [])

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator, Union
 
 from usagebox_cli.errors import CannotRun
+from usagebox_cli.readers import NAMES as AGENT_FORMATS
 
 MAX_LINE_BYTES = 1 << 20
-FORMATS = ("auto", "ndjson", "csv")
+FORMATS = ("auto", "ndjson", "csv") + AGENT_FORMATS
 
 
 class TooLong:

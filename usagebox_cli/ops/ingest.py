@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
 
-from usagebox_cli import exactjson
+from usagebox_cli import exactjson, readers
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.ingest_reader import read_sources
 from usagebox_cli.sources import FORMATS, Source, SourceReadError
@@ -47,6 +47,8 @@ class IngestOptions:
     allow_future: bool = False
     dry_run: bool = False
     rejects_path: Optional[str] = None
+    account: Optional[str] = None  # agent logs only: default the login user
+    host: Optional[str] = None  # agent logs only: default this machine's name
 
 
 @dataclass
@@ -59,6 +61,7 @@ class IngestSummary:
     errors_truncated: bool = False
     dry_run: bool = False
     segments: list[int] = field(default_factory=list)
+    skipped: Optional[int] = None  # counted for agent logs, whose lines are not all usage
 
     @property
     def ok(self) -> bool:
@@ -72,6 +75,8 @@ class IngestSummary:
             "rejected": self.rejected,
             "errors": self.errors,
         }
+        if self.skipped is not None:
+            doc["skipped"] = self.skipped
         if self.errors_truncated:
             doc["errors_truncated"] = True
         if self.dry_run:
@@ -112,7 +117,13 @@ def ingest(
     if options.extra_mode not in EXTRA_MODES:
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
     if options.input_format not in FORMATS:
-        raise CannotRun("--input-format must be auto, ndjson or csv")
+        raise CannotRun(f"--input-format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+    context = None
+    if options.input_format in readers.READERS:
+        context = readers.context(options.account, options.host)
+        paths = readers.expand(options.input_format, paths)
+    elif options.account is not None or options.host is not None:
+        raise CannotRun("--account and --host are for agent logs (--input-format claude-code or codex)")
     lines_per_commit = commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
     if options.rejects_path:
         _check_rejects_path(options.rejects_path, paths)
@@ -131,7 +142,7 @@ def ingest(
         # outside a transaction, hence here.
         conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            return _run(conn, sources, options, progress, rejects, lines_per_commit)
+            return _run(conn, sources, options, progress, rejects, lines_per_commit, context)
         finally:
             conn.execute("PRAGMA foreign_keys = ON")
     finally:
@@ -187,8 +198,8 @@ class _Transactions:
         self.writer.forget_uncommitted()
 
 
-def _run(conn, sources, options, progress, rejects, lines_per_commit: int) -> IngestSummary:
-    summary = IngestSummary(dry_run=options.dry_run)
+def _run(conn, sources, options, progress, rejects, lines_per_commit: int, context=None) -> IngestSummary:
+    summary = IngestSummary(dry_run=options.dry_run, skipped=None if context is None else 0)
     writer = IngestWriter(conn, IngestPolicy(options.extra_mode, options.allow_future))
     transactions = _Transactions(conn, writer, options.dry_run, lines_per_commit)
     segment_ids: dict[int, int] = {}
@@ -201,7 +212,7 @@ def _run(conn, sources, options, progress, rejects, lines_per_commit: int) -> In
         return segment_ids[index]
 
     try:
-        with read_sources(sources, options.extra_mode, options.assume_utc, _file_path(conn)) as messages:
+        with read_sources(sources, options.extra_mode, options.assume_utc, _file_path(conn), context) as messages:
             for message in messages:
                 kind = message[0]
                 if kind == "done":
@@ -274,6 +285,8 @@ def _tally(summary: IngestSummary, outcome, rejects: Optional[TextIO]) -> None:
     summary.duplicates += outcome.duplicates
     summary.conflicts += outcome.conflicts
     summary.rejected += outcome.rejected
+    if summary.skipped is not None:
+        summary.skipped += outcome.skipped
     for error in outcome.errors:
         if rejects is not None:
             rejects.write(exactjson.dumps(error) + "\n")
