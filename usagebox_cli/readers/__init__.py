@@ -100,14 +100,14 @@ def whole(value, name: str) -> int:
     return value
 
 
-def decode(raw) -> Union[object, str]:
-    """One JSON line to a value, or a rejection reason (str wrapped in a tuple)."""
+def decode(raw) -> object:
+    """One JSON line to a value, or a rejection reason (a ``_Bad`` string; see ``is_bad``)."""
     import json
 
     if type(raw) is not bytes:
         return _Bad("line is longer than the 1 MiB limit")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         return _Bad(f"invalid UTF-8 at byte {exc.start + 1}")
     try:
