@@ -41,5 +41,5 @@ def report(
 
     fmt = output_format(fmt, as_json)
     window = resolve(start, end, period, last, tz)
-    doc = run_report(connect(db_path(ctx, db), create=False), kind, account, window, meter, prices, breakdown)
+    doc = run_report(connect(db_path(ctx, db), create=False), kind, account, window, meter, prices)
     render.report(doc, kind, fmt, breakdown)

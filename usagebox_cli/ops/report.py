@@ -37,7 +37,7 @@ TOKEN_FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheRead
 
 
 def report(conn: sqlite3.Connection, kind: str, account: Optional[str], window: Window,
-           meter: Optional[str] = None, prices: Optional[str] = None, breakdown: bool = False) -> dict:
+           meter: Optional[str] = None, prices: Optional[str] = None) -> dict:
     if kind not in KINDS:
         raise CannotRun(f"report must be one of {', '.join(KINDS)}, not {kind!r}")
     if kind == "blocks":
