@@ -278,7 +278,7 @@ def _outcomes(counts: dict) -> str:
     return ", ".join([
         f"{counts['accepted']:,} accepted", counted(counts["duplicates"], "duplicate", "duplicates"),
         counted(counts["conflicts"], "conflict", "conflicts"), f"{counts['rejected']:,} rejected",
-    ])
+    ] + ([f"{counts['skipped']:,} skipped"] if "skipped" in counts else []))
 
 
 def interrupted_ingest(committed: Optional[dict]) -> None:
@@ -374,3 +374,37 @@ class Progress:
         if task is None:
             task = self._tasks[source.label] = self._progress.add_task(source.label, total=source.total_bytes)
         self._progress.update(task, completed=done)
+
+
+REPORT_COLUMNS = ("modelsUsed", "inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens", "totalTokens", "totalCost")
+REPORT_HEADINGS = {"modelsUsed": "models", "inputTokens": "input", "outputTokens": "output",
+                   "cacheCreationTokens": "cache create", "cacheReadTokens": "cache read",
+                   "totalTokens": "total", "totalCost": "cost", "unpricedTokens": "unpriced"}
+BAR_WIDTH = 20
+
+
+def report(doc: dict, kind: str, fmt: str, breakdown: bool = False) -> None:
+    """``usagebox report``: the ccusage-shaped document, or a table with a bar per row."""
+    if fmt == "json":
+        document(doc)
+        return
+    rows_key = next(key for key in doc if key not in ("totals", "currency"))
+    label = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId"}[kind]
+    priced = "unpricedTokens" in doc["totals"]
+    columns = [label] + list(REPORT_COLUMNS[: -1 if not priced else None]) + (["unpricedTokens"] if priced else [])
+    peak = max((row["totalTokens"] for row in doc[rows_key]), default=0)
+    records = []
+    for row in doc[rows_key]:
+        records.append(dict(row, bar="█" * (round(row["totalTokens"] * BAR_WIDTH / peak) if peak else 0)))
+        if breakdown:
+            for part in row["modelBreakdowns"]:
+                total = sum(part[name] for name in ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens"))
+                records.append({label: "  " + part["modelName"], **part, "totalTokens": total, "totalCost": part["cost"]})
+    records.append({label: "total", **doc["totals"]})
+    if fmt in ("csv", "ndjson"):
+        rows([{k: v for k, v in r.items() if k not in ("bar", "modelBreakdowns")} for r in records], columns, fmt)
+        return
+    headed = [{REPORT_HEADINGS.get(key, key): value for key, value in record.items()} for record in records]
+    names = [REPORT_HEADINGS.get(column, column) for column in columns] + ["bar"]
+    table(headed, names, title=f"Agent usage, {kind}", caption=doc.get("currency"))
+

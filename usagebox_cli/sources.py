@@ -23,9 +23,10 @@ from typing import BinaryIO, Iterator, Union
 from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.events import NUL_TEXT, unstorable_text
+from usagebox_cli.readers import NAMES as AGENT_FORMATS
 
 MAX_LINE_BYTES = 1 << 20
-FORMATS = ("auto", "ndjson", "csv")
+FORMATS = ("auto", "ndjson", "csv") + AGENT_FORMATS
 
 
 class TooLong:

@@ -8,18 +8,21 @@ import typer
 
 from usagebox_cli.cli import app, db_path, output_format
 from usagebox_cli.cli.options import DbOpt, FormatOpt, JsonOpt
+from usagebox_cli.readers import NAMES as AGENT_FORMATS
 
 
 @app.command()
 def ingest(
     ctx: typer.Context,
-    files: Annotated[Optional[list[str]], typer.Argument(help="NDJSON or CSV files (.gz too); - or nothing reads stdin.", show_default=False)] = None,
-    input_format: Annotated[str, typer.Option("--input-format", help="auto, ndjson or csv.")] = "auto",
+    files: Annotated[Optional[list[str]], typer.Argument(help="NDJSON or CSV files (.gz too); - or nothing reads stdin. Agent logs: files or folders; nothing reads the agent's own folders.", show_default=False)] = None,
+    input_format: Annotated[str, typer.Option("--input-format", help=f"auto, ndjson, csv, or an agent log: {', '.join(AGENT_FORMATS)}.")] = "auto",
     extra: Annotated[str, typer.Option("--extra", help="Unknown top-level fields: reject, dimensions or ignore.")] = "reject",
     assume_utc: Annotated[bool, typer.Option("--assume-utc", help="Read timestamps without an offset as UTC.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; commit nothing.")] = False,
     allow_future: Annotated[bool, typer.Option("--allow-future", help="Accept timestamps more than 5 minutes ahead.")] = False,
     rejects: Annotated[Optional[str], typer.Option("--rejects", help="Write every rejected or conflicting line to this NDJSON file.", metavar="PATH")] = None,
+    account: Annotated[Optional[str], typer.Option("--account", help="Agent logs: the account_id (default: the login user).", show_default=False)] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Agent logs: the host dimension (default: this machine's name).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as a JSON document.")] = False,
     db: DbOpt = None,
 ) -> None:
@@ -40,7 +43,7 @@ def ingest(
 
     options = IngestOptions(
         input_format=input_format, extra_mode=extra, assume_utc=assume_utc,
-        allow_future=allow_future, dry_run=dry_run, rejects_path=rejects,
+        allow_future=allow_future, dry_run=dry_run, rejects_path=rejects, account=account, host=host,
     )
     paths = list(files or []) or ["-"]
     if "-" in paths and sys.stdin.isatty():

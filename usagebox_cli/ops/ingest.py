@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
 
-from usagebox_cli import exactjson
+from usagebox_cli import exactjson, readers
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.ingest_reader import read_sources
 from usagebox_cli.ops.provenance import committed_since, last_segment_id
@@ -49,6 +49,8 @@ class IngestOptions:
     allow_future: bool = False
     dry_run: bool = False
     rejects_path: Optional[str] = None
+    account: Optional[str] = None  # agent logs only: default the login user
+    host: Optional[str] = None  # agent logs only: default this machine's name
 
 
 @dataclass
@@ -61,6 +63,7 @@ class IngestSummary:
     errors_truncated: bool = False
     dry_run: bool = False
     segments: list[int] = field(default_factory=list)
+    skipped: Optional[int] = None  # counted for agent logs, whose lines are not all usage
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,8 @@ class IngestSummary:
             "rejected": self.rejected,
             "errors": self.errors,
         }
+        if self.skipped is not None:
+            doc["skipped"] = self.skipped
         if self.errors_truncated:
             doc["errors_truncated"] = True
         if self.dry_run:
@@ -111,11 +116,11 @@ def ingest(
     opened; a source that breaks off mid-stream raises ``SourceReadError``
     after committing the lines read before the break.
     """
-    lines_per_commit = _check_options(options)
+    lines_per_commit, paths, context = _prepare(options, paths)
     if options.rejects_path:
         check_output(options.rejects_path, "--rejects", db=conn, inputs=paths)
     sources = open_sources(paths, options.input_format)
-    return _ingest_sources(conn, sources, options, progress, lines_per_commit)
+    return _ingest_sources(conn, sources, options, progress, lines_per_commit, context)
 
 
 class IngestInterrupted(Exception):
@@ -139,7 +144,7 @@ def ingest_into(
     the command before a new database file is made, or an empty one
     initialised.
     """
-    lines_per_commit = _check_options(options)
+    lines_per_commit, paths, context = _prepare(options, paths)
     if options.rejects_path:
         check_output(options.rejects_path, "--rejects", db=db, inputs=paths)
     sources = open_sources(paths, options.input_format)
@@ -152,26 +157,35 @@ def ingest_into(
     try:
         mark = last_segment_id(conn)
         try:
-            return _ingest_sources(conn, sources, options, progress, lines_per_commit)
+            return _ingest_sources(conn, sources, options, progress, lines_per_commit, context)
         except KeyboardInterrupt:
             # The open transaction is rolled back, so the segments hold exactly
             # what the earlier commits kept.
-            committed = None if options.dry_run else committed_since(conn, mark, paths or ["-"])
+            committed = None if options.dry_run else committed_since(conn, mark, [source.path for source in sources])
             raise IngestInterrupted(committed) from None
     finally:
         conn.close()
 
 
-def _check_options(options: IngestOptions) -> int:
-    """Refuse bad flags before anything is opened; return the lines per commit."""
+def _prepare(options: IngestOptions, paths: list[str]) -> tuple[int, list[str], Optional[dict]]:
+    """Refuse bad flags before anything is opened; return the lines per commit, the input paths
+    (agent-log folders expanded to their files) and the agent readers' context."""
     if options.extra_mode not in EXTRA_MODES:
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
     if options.input_format not in FORMATS:
-        raise CannotRun("--input-format must be auto, ndjson or csv")
-    return commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
+        raise CannotRun(f"--input-format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+    context = None
+    if options.input_format in readers.READERS:
+        context = readers.context(options.account, options.host)
+        paths = readers.expand(options.input_format, paths)
+    elif options.account is not None or options.host is not None:
+        raise CannotRun("--account and --host are for agent logs (--input-format claude-code or codex)")
+    lines_per_commit = commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
+    return lines_per_commit, paths, context
 
 
-def _ingest_sources(conn, sources: list[Source], options: IngestOptions, progress, lines_per_commit: int) -> IngestSummary:
+def _ingest_sources(conn, sources: list[Source], options: IngestOptions, progress, lines_per_commit: int,
+                    context: Optional[dict] = None) -> IngestSummary:
     rejects: Optional[TextIO] = None
     try:
         if options.rejects_path:
@@ -187,7 +201,7 @@ def _ingest_sources(conn, sources: list[Source], options: IngestOptions, progres
         # outside a transaction, hence here.
         conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            return _run(conn, sources, options, progress, rejects, lines_per_commit)
+            return _run(conn, sources, options, progress, rejects, lines_per_commit, context)
         finally:
             conn.execute("PRAGMA foreign_keys = ON")
     finally:
@@ -243,8 +257,8 @@ class _Transactions:
         self.writer.forget_uncommitted()
 
 
-def _run(conn, sources, options, progress, rejects, lines_per_commit: int) -> IngestSummary:
-    summary = IngestSummary(dry_run=options.dry_run)
+def _run(conn, sources, options, progress, rejects, lines_per_commit: int, context=None) -> IngestSummary:
+    summary = IngestSummary(dry_run=options.dry_run, skipped=None if context is None else 0)
     writer = IngestWriter(conn, IngestPolicy(options.extra_mode, options.allow_future))
     transactions = _Transactions(conn, writer, options.dry_run, lines_per_commit)
     segment_ids: dict[int, int] = {}
@@ -257,7 +271,7 @@ def _run(conn, sources, options, progress, rejects, lines_per_commit: int) -> In
         return segment_ids[index]
 
     try:
-        with read_sources(sources, options.extra_mode, options.assume_utc, database_file(conn)) as messages:
+        with read_sources(sources, options.extra_mode, options.assume_utc, database_file(conn), context) as messages:
             for message in messages:
                 kind = message[0]
                 if kind == "done":
@@ -313,6 +327,8 @@ def _tally(summary: IngestSummary, outcome, rejects: Optional[TextIO]) -> None:
     summary.duplicates += outcome.duplicates
     summary.conflicts += outcome.conflicts
     summary.rejected += outcome.rejected
+    if summary.skipped is not None:
+        summary.skipped += outcome.skipped
     for error in outcome.errors:
         if rejects is not None:
             rejects.write(exactjson.dumps(error) + "\n")

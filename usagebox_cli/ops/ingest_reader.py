@@ -32,8 +32,9 @@ from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun, UsageboxError
 from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize, unstorable_text
 from usagebox_cli.paths import sqlite_uri
+from usagebox_cli.readers import READERS
 from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, SourceReadError, iter_lines
-from usagebox_cli.store.writer import Item, KnownDuplicate, Rejection
+from usagebox_cli.store.writer import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
 
 BATCH_LINES = 5_000
 # Set to False to parse in the calling process (tests use it to cover both paths).
@@ -173,13 +174,47 @@ class _Fingerprints:
         return json.loads(found)
 
 
-def _source_items(source: Source, extra_mode: str, assume_utc: bool, fingerprints: _Fingerprints) -> Iterator[list[Item]]:
+def _agent_items(source: Source, context) -> Iterator[list[Item]]:
+    """An agent log's records (``usagebox_cli.readers``), validated like NDJSON lines, in batches."""
+    reader = READERS[source.input_format]
+    batch: list[Item] = []
+    skipped = Skipped()
+    try:
+        for line, record in reader.read(source.label, iter_lines(source), context):
+            if record is None:
+                batch.append((line, skipped))
+            elif isinstance(record, str):
+                batch.append((line, Rejection(str(record))))
+            else:
+                parsed = parse_record(record, "reject", False)
+                raw = json.dumps(record, ensure_ascii=False)
+                if type(parsed) is Rejection:
+                    batch.append((line, parsed._replace(raw=raw)))
+                elif reader.growing:
+                    batch.append((line, GrowingUsage(parsed.event, raw)))
+                else:
+                    batch.append((line, parsed._replace(raw=raw)))
+            if len(batch) >= BATCH_LINES:
+                yield batch
+                batch = []
+    except SourceReadError:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
+
+
+def _source_items(source: Source, extra_mode: str, assume_utc: bool, fingerprints: _Fingerprints, context=None) -> Iterator[list[Item]]:
     """The lines of one source, classified, in batches of about ``BATCH_LINES``, in line order.
 
     When the source breaks off (a truncated gzip, an I/O error), the lines
     read before the break are still yielded, then the error is raised.
     """
     batch: list[Item] = []
+    if source.input_format in READERS:
+        yield from _agent_items(source, context)
+        return
     if source.input_format == "csv":
         try:
             for line, row in CsvRows(source):
@@ -225,7 +260,7 @@ def _merge(items: list[Item], set_aside: list[Item]) -> list[Item]:
     return items
 
 
-def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: Optional[str]) -> Iterator[tuple]:
+def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: Optional[str], context=None) -> Iterator[tuple]:
     """What the writer consumes, in order.
 
     ``("batch", index, bytes_read, items)`` for each batch of a source,
@@ -235,7 +270,7 @@ def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: 
     fingerprints = _Fingerprints(db_path, extra_mode, assume_utc)
     try:
         for index, source in enumerate(sources):
-            for items in _source_items(source, extra_mode, assume_utc, fingerprints):
+            for items in _source_items(source, extra_mode, assume_utc, fingerprints, context):
                 yield ("batch", index, source.bytes_read, items)
             sha256, size = source.finish()
             yield ("end", index, sha256, size)
@@ -245,8 +280,11 @@ def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: 
 
 
 @contextmanager
-def read_sources(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: Optional[str]) -> Iterator[Iterator[tuple]]:
-    """``messages(...)``, produced by a forked child when possible, else inline."""
+def read_sources(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: Optional[str], context=None) -> Iterator[Iterator[tuple]]:
+    """``messages(...)``, produced by a forked child when possible, else inline.
+
+    ``context`` (a ``readers.Context``) is for agent-log formats.
+    """
     pid = None
     if PARSE_IN_CHILD:
         try:
@@ -263,10 +301,10 @@ def read_sources(sources: list[Source], extra_mode: str, assume_utc: bool, db_pa
             else:
                 if pid == 0:
                     os.close(read_fd)
-                    _child(parent, write_fd, sources, extra_mode, assume_utc, db_path)  # never returns
+                    _child(parent, write_fd, sources, extra_mode, assume_utc, db_path, context)  # never returns
                 os.close(write_fd)
     if pid is None:
-        inline = messages(sources, extra_mode, assume_utc, db_path)
+        inline = messages(sources, extra_mode, assume_utc, db_path, context)
         try:
             yield inline
         finally:
@@ -286,7 +324,7 @@ def read_sources(sources: list[Source], extra_mode: str, assume_utc: bool, db_pa
         os.waitpid(pid, 0)
 
 
-def _child(parent: int, write_fd: int, sources: list[Source], extra_mode: str, assume_utc: bool, db_path: Optional[str]) -> None:
+def _child(parent: int, write_fd: int, sources: list[Source], extra_mode: str, assume_utc: bool, db_path: Optional[str], context=None) -> None:
     """The forked parser: stream ``messages`` to the parent, then leave without cleanup.
 
     ``os._exit`` skips the parent's atexit handlers, finalizers and stdio
@@ -306,7 +344,7 @@ def _child(parent: int, write_fd: int, sources: list[Source], extra_mode: str, a
         with open(write_fd, "wb", buffering=0) as pipe:
             dumps = pickle.dumps
             try:
-                for message in messages(sources, extra_mode, assume_utc, db_path):
+                for message in messages(sources, extra_mode, assume_utc, db_path, context):
                     if message[0] == "batch":
                         message = message[:3] + (_to_wire(message[3]),)
                     pipe.write(dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
@@ -373,7 +411,7 @@ def _received(pipe) -> Iterator[tuple]:
 # Items cross the pipe as plain tuples: pickling named tuples costs about
 # four times as much (8 us an item against 2, measured), because each one is
 # rebuilt through its Python-level ``__new__``.
-_DUPLICATE, _REJECTED, _PARSED = 0, 1, 2
+_DUPLICATE, _REJECTED, _PARSED, _SKIPPED, _GROWING = 0, 1, 2, 3, 4
 
 
 def _to_wire(items: list[Item]) -> list[tuple]:
@@ -384,6 +422,10 @@ def _to_wire(items: list[Item]) -> list[tuple]:
             wire.append((line, _PARSED, tuple(item.event), item.extra, item.fingerprint, item.raw))
         elif kind is KnownDuplicate:
             wire.append((line, _DUPLICATE, item.event_id))
+        elif kind is Skipped:
+            wire.append((line, _SKIPPED))
+        elif kind is GrowingUsage:
+            wire.append((line, _GROWING, tuple(item.event), item.raw))
         else:
             wire.append((line, _REJECTED, tuple(item)))
     return wire
@@ -398,6 +440,10 @@ def _from_wire(wire: list[tuple]) -> list[Item]:
             items.append((entry[0], new(ParsedLine, (new(Event, entry[2]), entry[3], entry[4], entry[5]))))
         elif tag == _DUPLICATE:
             items.append((entry[0], KnownDuplicate(entry[2])))
+        elif tag == _SKIPPED:
+            items.append((entry[0], Skipped()))
+        elif tag == _GROWING:
+            items.append((entry[0], GrowingUsage(new(Event, entry[2]), entry[3])))
         else:
             items.append((entry[0], new(Rejection, entry[2])))
     return items

@@ -26,6 +26,7 @@ from typing import Iterable, NamedTuple, Optional, Union
 
 from usagebox_cli import exactjson
 from usagebox_cli.events import (
+    CORRECTION,
     KIND_NAMES,
     RETRACTION,
     USAGE,
@@ -60,7 +61,22 @@ class Rejection(NamedTuple):
     raw: Optional[str] = None
 
 
-Item = tuple[int, Union[ParsedLine, Rejection, KnownDuplicate]]
+class Skipped(NamedTuple):
+    """A log line that carries no usage (an agent's prompt, tool result, summary)."""
+
+
+class GrowingUsage(NamedTuple):
+    """A Usage event for one agent response whose log may have been read while it streamed.
+
+    Stored again with a larger quantity, it becomes a Correction for the
+    difference instead of a conflict; see ``IngestWriter._growth``.
+    """
+
+    event: Event
+    raw: Optional[str] = None
+
+
+Item = tuple[int, Union[ParsedLine, Rejection, KnownDuplicate, Skipped, GrowingUsage]]
 
 
 @dataclass
@@ -70,6 +86,7 @@ class BatchOutcome:
     conflicts: int = 0
     rejected: int = 0
     errors: list[dict] = field(default_factory=list)
+    skipped: int = 0
 
 
 @dataclass
@@ -152,13 +169,14 @@ class IngestWriter:
 
     def write_batch(self, segment_id: int, label: str, items: list[Item], now_us: int, ingested_us: int) -> BatchOutcome:
         outcome = BatchOutcome()
-        parsed = [item for _, item in items if type(item) is ParsedLine]
+        parsed = [item for _, item in items if type(item) is ParsedLine or type(item) is GrowingUsage]
         stored = fetch_events(self.conn, {p.event.event_id for p in parsed})
         refs = {p.event.correction_ref for p in parsed if p.event.kind == RETRACTION}
         targets = fetch_events(self.conn, refs - stored.keys()) if refs else {}
         targets.update((k, v) for k, v in stored.items() if k in refs)
         retracted = self._already_retracted(refs) if refs else {}
         self.closed_periods.refresh()
+        grown = self._grown_so_far(items, stored)
 
         fresh: dict[str, Event] = {}
         rows: list[tuple] = []
@@ -176,12 +194,24 @@ class IngestWriter:
                 outcome.rejected += 1
                 errors.append(_error(label, line, item.event_id, "rejected", item.reason, item.raw))
                 continue
+            if type(item) is Skipped:
+                outcome.skipped += 1
+                continue
+            grows = type(item) is GrowingUsage
+            if grows:
+                item = ParsedLine(item.event, (), None, item.raw)
             event = item.event
             event_id = event.event_id
             target_error = None
             if event.kind == RETRACTION:
                 event, target_error = self._resolve_retraction(event, fresh, targets, retracted)
             known = fresh.get(event_id) or stored.get(event_id)
+            if known is not None and grows and _same_response(known, event):
+                event = _growth(known, event, grown, fresh, stored)
+                if event is None:
+                    outcome.duplicates += 1
+                    continue
+                event_id, known = event.event_id, None
             if known is not None:
                 if target_error is None and known.payload() == event.payload():
                     outcome.duplicates += 1
@@ -210,6 +240,8 @@ class IngestWriter:
                 errors.append(_error(label, line, event_id, "rejected", reason, item.raw))
                 continue
             fresh[event_id] = event
+            if event.kind == CORRECTION and event_id.startswith(f"{event.correction_ref}{GROWN}"):
+                grown[event.correction_ref] = grown.get(event.correction_ref, 0) + event.quantity
             if event.kind == RETRACTION:
                 retracted[event.correction_ref] = event_id
             rows.append([
@@ -243,6 +275,21 @@ class IngestWriter:
             (len(items), outcome.accepted, outcome.duplicates, outcome.conflicts, outcome.rejected, segment_id),
         )
         return outcome
+
+    def _grown_so_far(self, items: list[Item], stored: dict[str, Event]) -> dict[str, int]:
+        """For each stored agent response in the batch: the quantity its growth Corrections add."""
+        ids = [item.event.event_id for _, item in items if type(item) is GrowingUsage and item.event.event_id in stored]
+        if not ids:
+            return {}
+        grown: dict[str, int] = {}
+        for event_id, ref, quantity in self.conn.execute(
+            f"SELECT event_id, correction_ref, quantity FROM events WHERE kind = {CORRECTION}"
+            " AND correction_ref IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        ):
+            if event_id.startswith(f"{ref}{GROWN}"):
+                grown[ref] = grown.get(ref, 0) + quantity
+        return grown
 
     def _resolve_retraction(self, event: Event, fresh: dict, targets: dict, retracted: dict) -> tuple[Event, Optional[str]]:
         ref = event.correction_ref
@@ -353,6 +400,42 @@ class ClosedPeriods:
                     return (f"period {period} is closed for {event.account_id}; send a Correction"
                             " (it lands as a pending adjustment) instead of new Usage")
         return None
+
+
+# A growth Correction's event_id: the stored event_id, GROWN, and the total it brings the response to.
+GROWN = "~grown~"
+
+
+def _same_response(known: Event, incoming: Event) -> bool:
+    """The same agent response and token type, whatever copy of the log it was read from.
+
+    Only the quantity, the timestamp and the copy's dimensions (session,
+    sidechain, project, host) may differ; anything else is a real conflict.
+    """
+    if known.kind != USAGE or incoming.kind != USAGE or known[1:6] != incoming[1:6]:
+        return False
+    token_type = json.loads(known.dimensions or "{}").get("token_type")
+    return token_type is not None and token_type == json.loads(incoming.dimensions or "{}").get("token_type")
+
+
+def _growth(known: Event, incoming: Event, grown: dict[str, int], fresh: dict, stored: dict) -> Optional[Event]:
+    """The Correction that brings a stored response up to what the log now shows, or None (a duplicate).
+
+    A log read while the response streamed stored fewer tokens; the full log
+    adds the difference.  A log showing as many or fewer tokens than are
+    stored (the same log again, or an older prefix of it) is a duplicate:
+    never a negative Correction.  The Correction's event_id names the total
+    it reaches, so reading the grown log again finds it stored.
+    """
+    total = known.quantity + grown.get(known.event_id, 0)
+    if incoming.quantity <= total:
+        return None
+    correction_id = f"{known.event_id}{GROWN}{from_scaled(incoming.quantity)}"
+    if correction_id in fresh or correction_id in stored:
+        return None
+    return known._replace(
+        event_id=correction_id, quantity=incoming.quantity - total, kind=CORRECTION, correction_ref=known.event_id,
+    )
 
 
 def _error(source: str, line: int, event_id: Optional[str], outcome: str, reason: str, raw: Optional[str] = None) -> dict:
