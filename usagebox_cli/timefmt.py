@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_END_OF_TIME = (datetime.max.replace(tzinfo=timezone.utc) - EPOCH) // timedelta(microseconds=1) + 1
 
 
 def format_ts(ts_us: int) -> str:
@@ -17,6 +18,8 @@ def format_ts(ts_us: int) -> str:
 
 def format_instant(ts_us: int) -> str:
     """Like ``format_ts`` but without a zero fraction: for window edges people read."""
+    if ts_us == _END_OF_TIME:  # the exclusive end of a window reaching the last instant of 9999
+        return "10000-01-01T00:00:00Z"
     moment = EPOCH + timedelta(microseconds=ts_us)
     if moment.microsecond:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -63,6 +63,11 @@ def parse_instant_arg(text: str, tz: tzinfo, now: int, flag: str) -> int:
     value = text.strip()
     if value.lower() == "now":
         return now
+    # Past dateutil's range: the exclusive end after 9999's last instant (local midnight for the date).
+    if value == "10000-01-01T00:00:00Z":
+        return MAX_US
+    if value == "10000-01-01":
+        return month_start(10000, 1, tz)
     from dateutil import parser as dateparser
 
     try:
