@@ -578,6 +578,8 @@ def write_events(path: str, events) -> None:
        group_by=st.lists(st.sampled_from(GROUP_KEYS), unique=True, max_size=2),
        source=st.sampled_from(["rollup", "raw"]))
 def test_group_costs_add_up_to_the_total_and_equal_an_event_by_event_recompute(events, rules, group_by, source):
+    carried = {key for ev in events for key in ev.get("dimensions") or {}}
+    group_by = [key for key in group_by if key not in ("tier", "region") or key in carried]  # others are refused (SPEC §4)
     with tempfile.TemporaryDirectory() as directory:
         prices = os.path.join(directory, "prices.toml")
         with open(prices, "w", encoding="utf-8") as out:

@@ -237,10 +237,10 @@ def test_group_by_day_and_hour_label_buckets(june):
         {"hour": "2026-06-12T11:00:00Z", "sum": 0.5, "count": 1},
     ]
     doc = june("usage", "acct_42", "--from", "2026-06-10", "--to", "2026-06-12T10:30:00Z", "--group-by", "day", "--json").json()
-    assert doc["groups"] == [
-        {"day": "2026-06-12", "sum": 0.5, "count": 1},
-        {"day": "2026-06-11", "sum": 0.2, "count": 1},
+    assert doc["groups"] == [  # time order when a time bucket is a key (SPEC §4)
         {"day": "2026-06-10", "sum": 0.1, "count": 1},
+        {"day": "2026-06-11", "sum": 0.2, "count": 1},
+        {"day": "2026-06-12", "sum": 0.5, "count": 1},
     ]
 
 
@@ -261,7 +261,7 @@ def test_kind_groups_and_corrections_net_into_sum(cli, tmp_path):
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--group-by", "hour", "--group-by", "day"], "hour"),
+    (["--group-by", "hour", "--group-by", "hour"], "given twice"),  # two different buckets are a cross-tab
     (["--group-by", "quantity"], "quantity"),
     (["--filter", "model_id"], "model_id"),
     (["--source", "cache"], "cache"),
@@ -448,12 +448,12 @@ def test_query_source_raw_and_rollup_agree(june):
     raw = june("query", "--json-text", json.dumps(dict(document, source="raw")), "--json").json()
     assert (rollup.pop("source"), raw.pop("source")) == ("rollup", "raw")
     assert rollup == raw
-    assert rollup["groups"] == [
+    assert rollup["groups"] == [  # time order when a time bucket is a key (SPEC §4)
         {"day": "2026-06-02", "model_id": "m1", "sum": 9000000, "count": 1},
-        {"day": "2026-06-16", "model_id": "m1", "sum": 120000, "count": 1},
-        {"day": "2026-06-12", "model_id": "m3", "sum": 1, "count": 2},
-        {"day": "2026-06-11", "model_id": "m2", "sum": 0.2, "count": 1},
         {"day": "2026-06-10", "model_id": "m2", "sum": 0.1, "count": 1},
+        {"day": "2026-06-11", "model_id": "m2", "sum": 0.2, "count": 1},
+        {"day": "2026-06-12", "model_id": "m3", "sum": 1, "count": 2},
+        {"day": "2026-06-16", "model_id": "m1", "sum": 120000, "count": 1},
     ]
 
 

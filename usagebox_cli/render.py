@@ -383,7 +383,7 @@ REPORT_HEADINGS = {"modelsUsed": "models", "inputTokens": "input", "outputTokens
 BAR_WIDTH = 20
 
 
-def report(doc: dict, kind: str, fmt: str, breakdown: bool = False) -> None:
+def usage_report(doc: dict, kind: str, fmt: str, breakdown: bool = False) -> None:
     """``usagebox report``: the ccusage-shaped document, or a table with a bar per row."""
     if fmt == "json":
         document(doc)

@@ -62,6 +62,7 @@ def parse_rfc3339(text: str, assume_utc: bool = False, what: str = "'timestamp'"
     if not 0 <= ts_us < MAX_TS_US:
         raise InstantError(f"{what} {text!r} is outside the years 1970-9999")
     return ts_us
+_END_OF_TIME = MAX_TS_US  # the first instant after 9999-12-31T23:59:59.999999Z
 
 
 def format_ts(ts_us: int) -> str:
@@ -70,6 +71,8 @@ def format_ts(ts_us: int) -> str:
 
 def format_instant(ts_us: int) -> str:
     """Like ``format_ts`` but without a zero fraction: for window edges people read."""
+    if ts_us == _END_OF_TIME:  # the exclusive end of a window reaching the last instant of 9999
+        return "10000-01-01T00:00:00Z"
     moment = EPOCH + timedelta(microseconds=ts_us)
     if moment.microsecond:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

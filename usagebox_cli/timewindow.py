@@ -3,16 +3,15 @@
 Windows are half-open ``[from, to)`` in UTC microseconds.  Human arguments
 (``--from 2026-06-01``, ``--period 2026-06``, ``--last 24h``, ``now``) are
 read here, with python-dateutil and zoneinfo, and nowhere on the per-event
-path.  ``--tz`` makes date arguments and ``day``/``month``/``hour`` buckets
-local to a zone; instants stay UTC inside.
+path.  ``--tz`` makes date arguments and ``hour``/``day``/``week``/``month``
+buckets local to a zone; instants stay UTC inside.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Optional
 
 from usagebox_cli.errors import CannotRun
@@ -21,8 +20,11 @@ from usagebox_cli.timefmt import EPOCH, now_us
 US = 1_000_000
 HOUR_US = 3600 * US
 MAX_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - EPOCH) // timedelta(microseconds=1) + 1
-TIME_BUCKETS = ("hour", "day", "month")
+DAY_US = 24 * HOUR_US
+TIME_BUCKETS = ("hour", "day", "week", "month")
 _LAST = re.compile(r"(\d+)\s*(s|m|h|d|w)")
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_LAST_ORDINAL = date.max.toordinal()
 _UNIT_US = {"s": US, "m": 60 * US, "h": HOUR_US, "d": 24 * HOUR_US, "w": 7 * 24 * HOUR_US}
 
 
@@ -61,6 +63,11 @@ def parse_instant_arg(text: str, tz: tzinfo, now: int, flag: str) -> int:
     value = text.strip()
     if value.lower() == "now":
         return now
+    # Past dateutil's range: the exclusive end after 9999's last instant (local midnight for the date).
+    if value == "10000-01-01T00:00:00Z":
+        return MAX_US
+    if value == "10000-01-01":
+        return month_start(10000, 1, tz)
     from dateutil import parser as dateparser
 
     try:
@@ -73,6 +80,9 @@ def parse_instant_arg(text: str, tz: tzinfo, now: int, flag: str) -> int:
 
 
 def month_start(year: int, month: int, tz: tzinfo) -> int:
+    """The first instant of a local month; "10000-01" (the month after 9999-12) is the end of time, MAX_US."""
+    if year > 9999:
+        return min(MAX_US, to_us(datetime(9999, 12, 31, tzinfo=tz)) + DAY_US)
     return to_us(datetime(year, month, 1, tzinfo=tz))
 
 
@@ -131,101 +141,156 @@ def resolve(
     return window
 
 
-class Buckets:
-    """Splits a window into time buckets (or one bucket when ``unit`` is None).
+def offset_us(tz: tzinfo, instant: int) -> int:
+    """The zone's UTC offset at an instant, in microseconds."""
+    if tz is timezone.utc:
+        return 0
+    try:
+        moment = from_us(instant, tz)
+    except OverflowError:
+        # The local time is past 9999-12-31; no zone changes its offset in the last days of 9999.
+        moment = from_us(min(instant, MAX_US - 1) - 2 * DAY_US, tz)
+    return (moment.utcoffset() or timedelta(0)) // timedelta(microseconds=1)
 
-    ``boundaries`` are the instants strictly inside the window where the
-    bucket changes; ``label(i)`` names bucket ``i``.  A boundary that is not
-    on a UTC hour (zones with half-hour offsets) splits that hour, which the
-    planner then reads from raw events.
+
+def bucket_key(unit: str, instant: int, offset: int):
+    """The key of the ``unit`` bucket holding ``instant`` at UTC offset ``offset`` (microseconds).
+
+    Keys sort in time order.  ``hour``: (the local hour's nominal start
+    instant, offset), so a repeated wall-clock hour (DST ends) is two buckets
+    and an hour cut short by a DST start is one bucket of what remains;
+    ``day``: the local date's ordinal; ``week``: its ISO week's Monday
+    ordinal; ``month``: year * 12 + month - 1.  Plain integer arithmetic on
+    the wall clock, so local 10000-01-01 (the last UTC hours of 9999 east of
+    Greenwich) still has a key.
+    """
+    wall = instant + offset
+    if unit == "hour":
+        return (wall - wall % HOUR_US - offset, offset)
+    day = _EPOCH_ORDINAL + wall // DAY_US
+    if unit == "day":
+        return day
+    if unit == "week":
+        return day - (day - 1) % 7  # ordinal 1 (0001-01-01) is a Monday
+    if day > _LAST_ORDINAL:
+        return 10000 * 12
+    local = date.fromordinal(day)
+    return local.year * 12 + local.month - 1
+
+
+def bucket_label(unit: str, key, utc: bool) -> str:
+    """How a bucket key prints: ``2026-06-01T23:00:00+05:30`` (``Z`` in UTC), ``2026-06-01``, ``2026-W23``, ``2026-06``."""
+    if unit == "hour":
+        nominal, offset = key
+        wall = nominal + offset
+        text = f"{_date_text(_EPOCH_ORDINAL + wall // DAY_US)}T{wall % DAY_US // HOUR_US:02d}:00:00"
+        return text + ("Z" if utc else _offset_text(offset))
+    if unit == "day":
+        return _date_text(key)
+    if unit == "week":
+        year, week, _ = date.fromordinal(key + 3).isocalendar()  # the week's Thursday names its ISO year
+        return f"{year:04d}-W{week:02d}"
+    year, month = divmod(key, 12)
+    return f"{year:04d}-{month + 1:02d}"
+
+
+def _date_text(ordinal: int) -> str:
+    if ordinal > _LAST_ORDINAL:
+        return f"10000-01-{ordinal - _LAST_ORDINAL:02d}"
+    return date.fromordinal(ordinal).isoformat()
+
+
+def _offset_text(offset: int) -> str:
+    sign = "-" if offset < 0 else "+"
+    hours, rest = divmod(abs(offset) // US, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")
+
+
+class Buckets:
+    """Time buckets of a window: which cell (one key per time unit) an instant or a span falls in.
+
+    A *cell* is the tuple of bucket keys, one per unit in ``units`` (several
+    units make a cross-tab; no unit: the one cell ``()``).  ``whole(a, b)``
+    says whether a span lies in one cell (so a rollup cell can be used as a
+    whole); ``fragments(a, b)`` cuts a span at every cell boundary (local
+    hour starts and the zone's offset changes) for reading raw events.
+    Only spans that hold data are ever asked about, so the work follows the
+    data, not the window's length.
     """
 
-    def __init__(self, unit: Optional[str], window: Window):
-        self.unit = unit
+    def __init__(self, units, window: Window):
+        if units is None or isinstance(units, str):
+            units = [units] if units else []
+        self.units: tuple[str, ...] = tuple(units)
+        self.unit: Optional[str] = self.units[0] if self.units else None
         self.window = window
         self.tz = window.tz
-        self.boundaries: list[int] = []
-        self.starts: list[int] = [window.start_us]
-        if unit is not None and window.end_us > window.start_us:
-            self.boundaries = [b for b in self._candidates() if window.start_us < b < window.end_us]
-            self.starts += self.boundaries
+        self._whole_hours: dict[int, Optional[tuple]] = {}
 
-    def _candidates(self) -> list[int]:
-        start, end, tz = self.window.start_us, self.window.end_us, self.tz
-        if self.unit == "hour":
-            found = set()
-            hour = start // HOUR_US
-            while hour * HOUR_US <= end:
-                offset = from_us(hour * HOUR_US, tz).utcoffset() or timedelta(0)
-                shift = (-int(offset.total_seconds())) % 3600
-                candidate = hour * HOUR_US + shift * US
-                local = from_us(candidate, tz)
-                if local.minute == 0 and local.second == 0 and local.microsecond == 0:
-                    found.add(candidate)
-                hour += 1
-            return sorted(found)
-        first = from_us(start, tz)
-        out = []
-        if self.unit == "day":
-            day = first.date()
-            while True:
-                day += timedelta(days=1)
-                instant = to_us(datetime(day.year, day.month, day.day, tzinfo=tz))
-                if instant >= end:
-                    return out
-                out.append(instant)
-        year, month = first.year, first.month
-        while True:
-            year, month = next_month(year, month)
-            instant = month_start(year, month, tz)
-            if instant >= end:
-                return out
-            out.append(instant)
+    def offset(self, instant: int) -> int:
+        return offset_us(self.tz, instant)
 
-    def __len__(self) -> int:
-        return len(self.starts)
+    def cell(self, instant: int, offset: Optional[int] = None) -> tuple:
+        if not self.units:
+            return ()
+        offset = self.offset(instant) if offset is None else offset
+        return tuple(bucket_key(unit, instant, offset) for unit in self.units)
 
-    def index(self, instant: int) -> int:
-        return bisect_right(self.boundaries, instant)
-
-    def label(self, index: int) -> Optional[str]:
-        if self.unit is None:
+    def whole(self, start: int, end: int) -> Optional[tuple]:
+        """The cell holding all of ``[start, end)``, or None when a cell boundary cuts it."""
+        if not self.units:
+            return ()
+        first, last = self.offset(start), self.offset(end - 1)
+        if first != last:
             return None
-        local = from_us(self.starts[index], self.tz)
-        if self.unit == "month":
-            return f"{local.year:04d}-{local.month:02d}"
-        if self.unit == "day":
-            return local.date().isoformat()
-        local = local.replace(minute=0, second=0, microsecond=0)
-        if self.tz is timezone.utc:
-            return local.strftime("%Y-%m-%dT%H:00:00Z")
-        return local.isoformat()
+        cell = self.cell(start, first)
+        return cell if cell == self.cell(end - 1, last) else None
 
-    def pieces(self) -> tuple[tuple[int, int], list[tuple[int, int, int]]]:
-        """Whole UTC hours ``[h0, h1)`` and the raw fragments ``(start, end, bucket)``.
+    def whole_hour(self, hour: int) -> Optional[tuple]:
+        if hour not in self._whole_hours:
+            self._whole_hours[hour] = self.whole(hour * HOUR_US, (hour + 1) * HOUR_US)
+        return self._whole_hours[hour]
 
-        Whole hours that contain a boundary are left out of the hour span's
-        use by ``split_hours`` and covered by fragments instead.
-        """
-        start, end = self.window.start_us, self.window.end_us
-        first_hour = -(-start // HOUR_US)
-        last_hour = end // HOUR_US
-        fragments: list[tuple[int, int, int]] = []
-        if first_hour >= last_hour:
-            self._fragment(start, end, fragments)
-            return (first_hour, first_hour), fragments
-        self._fragment(start, first_hour * HOUR_US, fragments)
-        for hour in self.split_hours():
-            self._fragment(hour * HOUR_US, (hour + 1) * HOUR_US, fragments)
-        self._fragment(last_hour * HOUR_US, end, fragments)
-        return (first_hour, last_hour), fragments
+    def fragments(self, start: int, end: int) -> list[tuple[int, int, tuple]]:
+        """``[start, end)`` cut into ``(a, b, cell)`` pieces, each inside one cell; adjacent pieces of one cell merged."""
+        out: list[tuple[int, int, tuple]] = []
+        if not self.units:
+            return [(start, end, ())] if end > start else []
+        moment = start
+        while moment < end:
+            stop = min(end, (moment // HOUR_US + 1) * HOUR_US)
+            self._split(moment, stop, out)
+            moment = stop
+        return out
 
-    def split_hours(self) -> list[int]:
-        """Whole hours in the window that a bucket boundary cuts."""
-        return sorted({b // HOUR_US for b in self.boundaries if b % HOUR_US})
-
-    def _fragment(self, start: int, end: int, out: list) -> None:
-        cuts = [start] + [b for b in self.boundaries if start < b < end] + [end]
+    def _split(self, start: int, end: int, out: list) -> None:
+        """Cut a span of at most one UTC hour at the zone's offset changes and at local hour starts."""
+        offset = self.offset(start)
+        change = end
+        if self.offset(end - 1) != offset:
+            low, high = start, end - 1  # offset(low) is the old offset, offset(high) a new one
+            while high - low > 1:
+                middle = (low + high) // 2
+                if self.offset(middle) == offset:
+                    low = middle
+                else:
+                    high = middle
+            change = high
+        boundary = start + (-(start + offset)) % HOUR_US
+        cuts = [start] + ([boundary] if start < boundary < change else []) + [change]
         for a, b in zip(cuts, cuts[1:]):
-            if b > a:
-                out.append((a, b, self.index(a)))
+            cell = self.cell(a, offset)
+            if out and out[-1][1] == a and out[-1][2] == cell:
+                out[-1] = (out[-1][0], b, cell)
+            else:
+                out.append((a, b, cell))
+        if change < end:
+            self._split(change, end, out)
+
+    def label(self, cell: tuple, unit: Optional[str] = None) -> Optional[str]:
+        """The label of ``unit`` (default: the first unit) in a cell; None without time buckets."""
+        if not self.units:
+            return None
+        unit = unit or self.units[0]
+        return bucket_label(unit, cell[self.units.index(unit)], self.tz is timezone.utc)

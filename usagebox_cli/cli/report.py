@@ -42,4 +42,4 @@ def report(
     fmt = output_format(fmt, as_json)
     window = resolve(start, end, period, last, tz)
     doc = run_report(connect(db_path(ctx, db), create=False), kind, account, window, meter, prices)
-    render.report(doc, kind, fmt, breakdown)
+    render.usage_report(doc, kind, fmt, breakdown)

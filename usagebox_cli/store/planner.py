@@ -6,8 +6,9 @@ to its group key, once, in Python.  Time is then split into
 
 - whole UTC hours, read from ``rollup_hourly`` (``source="rollup"``) or from
   raw events grouped per hour (``source="raw"``), and
-- sub-hour fragments at the window's edges and at bucket boundaries that do
-  not fall on a UTC hour (zones with half-hour offsets), always read raw.
+- sub-hour fragments at the window's edges and in the hours that a bucket
+  boundary cuts (zones with half-hour offsets, offset changes), always read
+  raw and clipped to the window.
 
 Both sources produce the same partial aggregates (per series, per hour or
 bucket) and go through the same merge, which is why they always agree.  All
@@ -98,9 +99,6 @@ class Aggregate:
 
 
 def check_keys(group_by: Iterable[str], filters: dict[str, Any]) -> None:
-    buckets = [key for key in group_by if key in TIME_BUCKETS]
-    if len(buckets) > 1:
-        raise CannotRun(f"group by one time bucket at most, not {' and '.join(buckets)}")
     seen = set()
     for key in group_by:
         if key in seen:
@@ -113,11 +111,34 @@ def check_keys(group_by: Iterable[str], filters: dict[str, Any]) -> None:
         _check_key(key, "--filter")
 
 
+def check_known_keys(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
+    """Refuse a key that no stored event carries (a typo would otherwise give one plausible ``null`` group).
+
+    A dimension key counts as known when any series in the database has it,
+    whatever the window or account: a key absent from the window is a real
+    ``null`` group, not a typo.
+    """
+    wanted = [key for key in keys if key not in TIME_BUCKETS and key not in FIRST_CLASS_KEYS]
+    if not wanted:
+        return
+    known = {row[0] for row in conn.execute(
+        "SELECT DISTINCT j.key FROM series s, json_each(s.dimensions) j WHERE s.dimensions IS NOT NULL")}
+    for key in wanted:
+        if key not in known:
+            import difflib
+
+            names = list(FIRST_CLASS_KEYS) + list(TIME_BUCKETS) + sorted(known)
+            close = difflib.get_close_matches(key, names, n=1)
+            if close:
+                raise CannotRun(f"unknown key {key!r}; did you mean {close[0]}?")
+            raise CannotRun(f"unknown key {key!r}; known keys: {', '.join(names)}")
+
+
 def _check_key(key: str, flag: str) -> None:
     if key in TIME_BUCKETS or key in FIRST_CLASS_KEYS:
         return
     if key in _NOT_KEYS:
-        raise CannotRun(f"{flag} {key}: {key} is not a grouping key (use a first-class field, a dimension key, or hour/day/month)")
+        raise CannotRun(f"{flag} {key}: {key} is not a grouping key (use a first-class field, a dimension key, or hour/day/week/month)")
     if not DIMENSION_KEY.fullmatch(key):
         raise CannotRun(f"{flag} {key!r} is not a field or dimension key")
 
@@ -170,7 +191,10 @@ def _dimensions(text: Optional[str], cache: dict) -> dict:
 
 def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None, use_daily: bool = True,
               full_series: bool = False) -> tuple[list[str], dict[tuple, Aggregate], list[Series], Buckets]:
-    """Run the plan; return the group keys in order and an Aggregate per (group key, bucket).
+    """Run the plan; return the group keys in order and an Aggregate per (group key, cell).
+
+    A cell is the tuple of time-bucket keys (``Buckets.label`` names them),
+    ``()`` without time buckets.
 
     ``rate_of`` (a Series -> money per millionth, or None) prices each series
     once; its cost is accumulated at the partial (rollup) grain.
@@ -178,8 +202,7 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None, use_dai
     check_keys(query.group_by, query.filters)
     if query.source not in SOURCES:
         raise CannotRun(f"--source must be rollup or raw, not {query.source!r}")
-    time_keys = [key for key in query.group_by if key in TIME_BUCKETS]
-    buckets = Buckets(time_keys[0] if time_keys else None, query.window)
+    buckets = Buckets([key for key in query.group_by if key in TIME_BUCKETS], query.window)
     tier = _tier(query, buckets, rate_of, use_daily, full_series)
     series = select_series(conn, query.accounts, query.filters, base_only=tier.base)
     other_keys = [key for key in query.group_by if key not in TIME_BUCKETS]
@@ -227,7 +250,7 @@ def _tier(query: UsageQuery, buckets: Buckets, rate_of, use_daily: bool = True, 
         and all(key in FIRST_CLASS_KEYS or key in TIME_BUCKETS for key in query.group_by)
         and all(key in FIRST_CLASS_KEYS for key in query.filters)
     )
-    utc_days = buckets.unit is None or (buckets.unit in ("day", "month") and query.window.tz_name.upper() == "UTC")
+    utc_days = not buckets.units or ("hour" not in buckets.units and query.window.tz_name.upper() == "UTC")
     return Tier(base=base, daily=use_daily and base and utc_days and query.source == "rollup")
 
 
@@ -235,7 +258,15 @@ _DAY_HOURS = 24
 
 
 def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, series_ids: list[int], tier: Tier):
-    """Yield ``(series_id, bucket, sum, count, min, max)`` partial aggregates.
+    """Yield ``(series_id, cell, sum, count, min, max)`` partial aggregates.
+
+    Whole UTC hours (and whole UTC days with ``tier.daily``) are read grouped
+    per hour (day); each hour that holds data and lies inside one cell counts
+    as a whole.  An hour that a cell boundary cuts (a local hour start in a
+    half-hour zone, a local midnight, an offset change), and the window's
+    partial edge hours, are cut into fragments clipped to the window and read
+    raw in one statement.  So the work follows the hours that hold data,
+    never the window's length.
 
     With ``tier.base`` the ids are base series ids and every statement groups
     by ``s.base_id`` through a join, so SQL returns one row per base series.
@@ -247,10 +278,15 @@ def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, ser
         hourly_id = raw_id = "s.base_id"
     else:
         hourly, raw, hourly_id, raw_id = "rollup_hourly r", "events e", "r.series_id", "e.series_id"
-    (first_hour, last_hour), fragments = buckets.pieces()
-    split = buckets.split_hours()
-    by_time = buckets.unit is not None
-    hour_spans = [(first_hour, last_hour)] if last_hour > first_hour else []
+    start, end = query.window.start_us, query.window.end_us
+    first_hour, last_hour = -(-start // HOUR_US), end // HOUR_US
+    by_time = bool(buckets.units)
+    if first_hour >= last_hour:
+        fragments = buckets.fragments(start, end)
+        hour_spans = []
+    else:
+        fragments = buckets.fragments(start, first_hour * HOUR_US) + buckets.fragments(last_hour * HOUR_US, end)
+        hour_spans = [(first_hour, last_hour)]
     if tier.daily and hour_spans:
         first_day, last_day = -(-first_hour // _DAY_HOURS), last_hour // _DAY_HOURS
         if last_day > first_day:
@@ -262,9 +298,10 @@ def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, ser
                 f" GROUP BY base_id{', day' if by_time else ''}"
             )
             for row_id, day, total, count, low, high in _fetch(conn, sql, {"ids": ids, "d0": first_day, "d1": last_day}):
-                bucket = buckets.index(day * _DAY_HOURS * HOUR_US) if by_time else 0
-                yield row_id, bucket, total, count, low, high
-    skip_split = bool(split)
+                # tier.daily means UTC buckets of a day or longer: a UTC day lies in one cell.
+                cell = buckets.whole(day * _DAY_HOURS * HOUR_US, (day + 1) * _DAY_HOURS * HOUR_US) if by_time else ()
+                yield row_id, cell, total, count, low, high
+    cut_hours: set[int] = set()
     for h0, h1 in hour_spans:
         if h1 <= h0:
             continue
@@ -274,36 +311,41 @@ def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, ser
                 f"SELECT {hourly_id}, {hour if by_time else 'NULL'}, sum(r.quantity), sum(r.event_count),"
                 f" min(r.min_quantity), max(r.max_quantity) FROM {hourly}"
                 f" WHERE {hourly_id} IN (SELECT value FROM json_each(:ids)) AND r.hour >= :h0 AND r.hour < :h1"
+                f" GROUP BY {hourly_id}{', ' + hour if by_time else ''}"
             )
-            group = f" GROUP BY {hourly_id}{', ' + hour if by_time else ''}"
         else:
             hour = "e.ts_us / 3600000000"
             sql = (
                 f"SELECT {raw_id}, {hour if by_time else 'NULL'}, sum(e.quantity), count(*),"
                 f" min(e.quantity), max(e.quantity) FROM {raw}"
                 f" WHERE {raw_id} IN (SELECT value FROM json_each(:ids)) AND e.ts_us >= :t0 AND e.ts_us < :t1"
+                f" GROUP BY {raw_id}{', ' + hour if by_time else ''}"
             )
-            group = f" GROUP BY {raw_id}{', ' + hour if by_time else ''}"
-        if skip_split:
-            sql += f" AND {hour} NOT IN (SELECT value FROM json_each(:split))"
-        params = {"ids": ids, "h0": h0, "h1": h1, "t0": h0 * HOUR_US, "t1": h1 * HOUR_US, "split": json.dumps(split)}
-        index_of_hour: dict[int, int] = {}
-        for row_id, hour_value, total, count, low, high in _fetch(conn, sql + group, params):
-            if by_time:
-                bucket = index_of_hour.get(hour_value)
-                if bucket is None:
-                    bucket = index_of_hour[hour_value] = buckets.index(hour_value * HOUR_US)
-            else:
-                bucket = 0
-            yield row_id, bucket, total, count, low, high
-    for start, end, bucket in fragments:
-        sql = (
-            f"SELECT {raw_id}, sum(e.quantity), count(*), min(e.quantity), max(e.quantity) FROM {raw}"
-            f" WHERE {raw_id} IN (SELECT value FROM json_each(:ids)) AND e.ts_us >= :t0 AND e.ts_us < :t1"
-            f" GROUP BY {raw_id}"
-        )
-        for row_id, total, count, low, high in _fetch(conn, sql, {"ids": ids, "t0": start, "t1": end}):
-            yield row_id, bucket, total, count, low, high
+        params = {"ids": ids, "h0": h0, "h1": h1, "t0": h0 * HOUR_US, "t1": h1 * HOUR_US}
+        for row_id, hour_value, total, count, low, high in _fetch(conn, sql, params):
+            cell = buckets.whole_hour(hour_value) if by_time else ()
+            if cell is None:
+                cut_hours.add(hour_value)
+                continue
+            yield row_id, cell, total, count, low, high
+    for hour_value in sorted(cut_hours):
+        fragments += buckets.fragments(hour_value * HOUR_US, (hour_value + 1) * HOUR_US)
+    if not fragments:
+        return
+    if tier.base:
+        source, owned = "series s CROSS JOIN events e", "s.base_id IN (SELECT value FROM json_each(:ids)) AND e.series_id = s.series_id"
+    else:
+        source, owned = "events e", "e.series_id IN (SELECT value FROM json_each(:ids))"
+    # One statement for every fragment; CROSS JOIN keeps the fragment list outermost so each is an index range.
+    sql = (
+        f"SELECT f.key, {raw_id}, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)"
+        f" FROM json_each(:fragments) f CROSS JOIN {source}"
+        f" WHERE {owned} AND e.ts_us >= json_extract(f.value, '$[0]') AND e.ts_us < json_extract(f.value, '$[1]')"
+        f" GROUP BY f.key, {raw_id}"
+    )
+    spans = json.dumps([[a, b] for a, b, _cell in fragments])
+    for index, row_id, total, count, low, high in _fetch(conn, sql, {"ids": ids, "fragments": spans}):
+        yield row_id, fragments[index][2], total, count, low, high
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: dict):
@@ -317,6 +359,7 @@ def _fetch(conn: sqlite3.Connection, sql: str, params: dict):
 
 def usage(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> dict:
     """The document of ``usagebox usage`` / ``query``: window, source and sorted groups."""
+    check_known_keys(conn, list(query.group_by) + list(query.filters))
     other_keys, groups, _series, buckets = aggregate(conn, query, rate_of)
     priced = rate_of is not None
     rows = []
@@ -324,12 +367,16 @@ def usage(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> dict:
         record: dict[str, Any] = {}
         values = iter(key)
         for name in query.group_by:
-            record[name] = buckets.label(bucket) if name in TIME_BUCKETS else next(values)
+            record[name] = buckets.label(bucket, name) if name in TIME_BUCKETS else next(values)
         record.update(metrics(agg, query.metrics, priced))
         rows.append((agg.sum, key, bucket, record))
     if not query.group_by and not rows:
-        rows.append((0, (), 0, metrics(Aggregate(), query.metrics, priced)))
-    rows.sort(key=lambda item: (-item[0], _sortable(item[1]), item[2]))
+        rows.append((0, (), (), metrics(Aggregate(), query.metrics, priced)))
+    # With a time bucket among the keys: time order, then largest sum first within a cell.
+    if buckets.units:
+        rows.sort(key=lambda item: (item[2], -item[0], _sortable(item[1])))
+    else:
+        rows.sort(key=lambda item: (-item[0], _sortable(item[1])))
     return {
         "from": format_instant(query.window.start_us),
         "to": format_instant(query.window.end_us),
