@@ -46,10 +46,13 @@ def margin(conn, cost_book: PriceBook, by: str, window: Window, account: Optiona
     if charge_book is not None:
         if charge_book.currency != cost_book.currency:
             raise CannotRun(f"--charge-prices is in {charge_book.currency} but --cost-prices in {cost_book.currency}")
-        revenue = {key: value for key, (value, _) in costs_by(conn, charge_book, by, window, account).items()}
+        charged = costs_by(conn, charge_book, by, window, account)
+        revenue = {key: value for key, (value, _) in charged.items()}
+        revenue_unpriced = {key: unpriced for key, (_, unpriced) in charged.items()}
     else:
         _column, sums = read_keyed_csv(revenue_csv, [by], ("amount",), "revenue CSV")  # type: ignore[arg-type]
         revenue = {key[0]: value for key, value in sums.items()}
+        revenue_unpriced = None
     rows = []
     for key in set(cost) | set(revenue):
         r = revenue.get(key, Decimal(0))
@@ -57,6 +60,8 @@ def margin(conn, cost_book: PriceBook, by: str, window: Window, account: Optiona
         m = money.subtract(r, c)
         rows.append({by: key, "revenue": money.output(r), "cost": money.output(c), "margin": money.output(m),
                      "margin_pct": pct(m, r), "unpriced_sum": from_scaled(unpriced)})
+        if revenue_unpriced is not None:  # quantity the charge book does not price: revenue missing, not zero
+            rows[-1]["revenue_unpriced_sum"] = from_scaled(revenue_unpriced.get(key, 0))
     rows.sort(key=lambda row: (Decimal(row["margin"]), row[by] is not None, row[by] or ""))
     total_r = money.total(Decimal(r["revenue"]) for r in rows)
     total_c = money.total(Decimal(r["cost"]) for r in rows)

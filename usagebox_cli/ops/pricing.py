@@ -336,4 +336,5 @@ def _group_key(group: dict, group_by: list[str]) -> tuple:
 
 
 def has_unpriced(rows: list[dict]) -> bool:
-    return any(Decimal(row.get("unpriced_sum") or 0) != 0 for row in rows)
+    """Any row with unpriced quantity (``unpriced_sum``, and margin's ``revenue_unpriced_sum``)."""
+    return any(Decimal(value or 0) != 0 for row in rows for name, value in row.items() if name.endswith("unpriced_sum"))
