@@ -67,12 +67,13 @@ def parse_amount(value, what: str, *, positive: bool = False, allow_negative: bo
             raise MoneyError(f"{what} {value!r} is not a decimal number") from None
     else:
         raise MoneyError(f"{what} must be a decimal number (a string such as \"0.003\" keeps it exact)")
+    text = value if isinstance(value, str) else str(value)  # as written, not Decimal('NaN')
     if not number.is_finite():
-        raise MoneyError(f"{what} {value!r} is not a finite number")
+        raise MoneyError(f"{what} {text!r} is not a finite number")
     if abs(number) >= AMOUNT_LIMIT:
-        raise MoneyError(f"{what} {value!r} is out of range (absolute value must be below 10^15)")
+        raise MoneyError(f"{what} {text!r} is out of range (absolute value must be below 10^15)")
     if number != 0 and number.adjusted() < -RATE_PLACES:
-        raise MoneyError(f"{what} {value!r} is too small (below 10^-{RATE_PLACES}, the money grain)")
+        raise MoneyError(f"{what} {text!r} is too small (below 10^-{RATE_PLACES}, the money grain)")
     if positive and number <= 0:
         raise MoneyError(f"{what} must be positive")
     if not allow_negative and number < 0:
