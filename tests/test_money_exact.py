@@ -541,3 +541,21 @@ def test_close_all_accounts_takes_prices_and_a_period_closed_without_keeps_its_s
                           "adjustments_quantity", "net_total"}
     assert set(plain["frozen"]) == {"quantity", "event_count", "lines"}
     assert set(plain["frozen"]["lines"][0]) == {"meter_id", "model_id", "unit", "quantity", "event_count"}
+
+
+def test_verify_reports_a_frozen_cost_that_the_frozen_book_no_longer_gives(cli, db, tmp_path):
+    import sqlite3
+
+    cli("ingest", write_ndjson(tmp_path / "e.ndjson", [event(1, quantity=12, timestamp="2026-05-16T10:29:00Z")]))
+    assert cli("close-period", "acct_42", "2026-05", "--prices", book(tmp_path, TWELFTH)).returncode == 0
+    raw = sqlite3.connect(db)  # tampering from outside usagebox: drop the guard, edit the frozen cost
+    raw.execute("DROP TRIGGER period_books_no_update")
+    raw.execute("UPDATE period_books SET cost = '2'")
+    raw.commit()
+    raw.close()
+    result = cli("verify", "--period", "2026-05")
+    assert result.returncode == 1, result
+    assert result.stderr == ("drift: period 2026-05 of acct_42: frozen cost 2 vs 0.999999999999999999999996 "
+                             "recomputed with the frozen book\n")
+    [period] = exact_json(result)["periods"]
+    assert (period["frozen_cost"], period["recomputed_cost"], period["ok"]) == (2, Decimal("0.999999999999999999999996"), False)
