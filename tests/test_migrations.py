@@ -53,6 +53,10 @@ SCHEMA_BY_STEP = {
         "index": {"series_base"},
         "trigger": {("events_rollup_daily", "events")},
     },
+    "m005_frozen_cost": {
+        "table": {"period_books"},
+        "trigger": {("period_books_no_update", "period_books"), ("period_books_no_delete", "period_books")},
+    },
 }
 
 

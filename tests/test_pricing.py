@@ -15,6 +15,7 @@ import re
 import tempfile
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -453,7 +454,9 @@ UNITS = [None, "tok"]
 DIM_KEYS = ["tier", "region"]
 DIM_VALUES = ["x", "y"]
 GROUP_KEYS = ["account_id", "meter_id", "model_id", "unit", "kind", "tier", "region", "day"]
-PERS = [1, 2, 4, 5, 8, 10, 1000, 1000000]  # the division by per terminates: the recompute is exact
+# Any per: 3, 7, 12 make rates that do not terminate, which the stated rule rounds once per rule.
+pers = st.one_of(st.sampled_from([1, 3, 7, 12, 1000, 1000000]), st.integers(1, 10**7),
+                 st.tuples(st.integers(1, 10**6), st.integers(0, 3)).map(lambda t: Decimal(t[0]).scaleb(-t[1])))
 
 
 def _decimal_from(scaled_and_places):
@@ -461,8 +464,6 @@ def _decimal_from(scaled_and_places):
     return Decimal(scaled).scaleb(-places)
 
 
-# Magnitudes stay where every cost and every sum fits in 28 significant digits, so this property
-# is about specificity and additivity; precision at the extremes has its own test above.
 quantities = st.tuples(st.one_of(st.integers(0, 1000), st.integers(0, 10**6)), st.integers(0, 6)).map(_decimal_from)
 unit_prices = st.tuples(st.one_of(st.integers(0, 100), st.integers(0, 10**7)), st.integers(0, 4)).map(_decimal_from)
 
@@ -508,7 +509,7 @@ def price_rules(draw):
             continue  # the same fields and values would be refused at load
         seen.add(fields)
         rules.append({"fields": dict(fields), "unit_price": draw(unit_prices),
-                      "per": draw(st.sampled_from(PERS)), "style": draw(st.sampled_from(["string", "number"]))})
+                      "per": draw(pers), "style": draw(st.sampled_from(["string", "number"]))})
     return rules
 
 
@@ -528,7 +529,7 @@ def toml_text(rules) -> str:
         if rule["style"] == "number" and "." not in price:
             price += ".0"  # a TOML float
         lines.append(f'unit_price = "{price}"' if rule["style"] == "string" else f"unit_price = {price}")
-        lines.append(f"per = {rule['per']}")
+        lines.append(f"per = {format(rule['per'], 'f')}")
     return "\n".join(lines) + "\n"
 
 
@@ -605,29 +606,31 @@ def test_group_costs_add_up_to_the_total_and_equal_an_event_by_event_recompute(e
                 named = [int(n) for n in re.findall(r"rule #(\d+)", caught.value.message)]
                 assert len(named) == 2 and any(set(named) <= set(best) for best in ties.values()), caught.value.message
                 return
-            expected_cost: dict[tuple, Decimal] = {}
-            expected_unpriced: dict[tuple, Decimal] = {}
+            # The README's rule, recomputed here with fractions: each rule's rate is unit_price / per
+            # rounded half-even to 24 decimal places per unit; an event costs quantity × rate, exactly.
+            expected_cost: dict[tuple, Fraction] = {}
+            expected_unpriced: dict[tuple, Fraction] = {}
             for ev in events:
                 key = tuple(group_value(ev, k) for k in group_by)
-                expected_cost.setdefault(key, Decimal(0))
-                expected_unpriced.setdefault(key, Decimal(0))
+                expected_cost.setdefault(key, Fraction(0))
+                expected_unpriced.setdefault(key, Fraction(0))
                 best = reference_rules(ev, rules)
                 if best:
                     rule = rules[best[0] - 1]
-                    expected_cost[key] += ev["quantity"] * rule["unit_price"] / rule["per"]
+                    rate = Fraction(round(Fraction(rule["unit_price"]) * 10**24 / Fraction(rule["per"])), 10**24)
+                    expected_cost[key] += Fraction(ev["quantity"]) * rate
                 else:
-                    expected_unpriced[key] += ev["quantity"]
+                    expected_unpriced[key] += Fraction(ev["quantity"])
             grouped = priced_usage(conn, UsageQuery(window=window, group_by=list(group_by), source=source), book)
             total = priced_usage(conn, UsageQuery(window=window, source=source), book)
         finally:
             conn.close()
     assert grouped["currency"] == total["currency"] == "USD"
-    got_cost = {tuple(g[k] for k in group_by): Decimal(g["cost"]) for g in grouped["groups"]}
-    got_unpriced = {tuple(g[k] for k in group_by): Decimal(g["unpriced_sum"]) for g in grouped["groups"]}
+    got_cost = {tuple(g[k] for k in group_by): Fraction(g["cost"]) for g in grouped["groups"]}
+    got_unpriced = {tuple(g[k] for k in group_by): Fraction(g["unpriced_sum"]) for g in grouped["groups"]}
     if group_by:
         assert got_cost == expected_cost
         assert got_unpriced == expected_unpriced
     [whole] = total["groups"]
-    reference_total = sum(expected_cost.values(), Decimal(0))
-    assert sum(got_cost.values(), Decimal(0)) == Decimal(whole["cost"]) == reference_total
-    assert sum(got_unpriced.values(), Decimal(0)) == Decimal(whole["unpriced_sum"]) == sum(expected_unpriced.values(), Decimal(0))
+    assert sum(got_cost.values(), Fraction(0)) == Fraction(whole["cost"]) == sum(expected_cost.values(), Fraction(0))
+    assert sum(got_unpriced.values(), Fraction(0)) == Fraction(whole["unpriced_sum"]) == sum(expected_unpriced.values(), Fraction(0))

@@ -102,12 +102,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     from usagebox_cli import render
     from usagebox_cli.errors import UsageboxError
 
-    import decimal
-
-    # Sums of money (margin, budget, totals) use the default context: make it
-    # wide enough that no realistic figure is ever rounded, in every thread.
-    decimal.DefaultContext.prec = 120
-    decimal.setcontext(decimal.Context(prec=120))
     click = _click_exceptions()
     exits = tuple({typer.Exit, getattr(click, "Exit", typer.Exit)})
     aborts = tuple({typer.Abort, getattr(click, "Abort", typer.Abort)})

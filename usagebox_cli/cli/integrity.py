@@ -33,6 +33,7 @@ def close_period(
     arguments: Annotated[list[str], typer.Argument(help="ACCOUNT then YYYY-MM; with --all-accounts just YYYY-MM.", metavar="[ACCOUNT] YYYY-MM", show_default=False)],
     all_accounts: Annotated[bool, typer.Option("--all-accounts", help="Close the month for every account with events dated in it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Close a month that has not ended (or has no events).")] = False,
+    prices: Annotated[Optional[str], typer.Option("--prices", help="Also freeze cost per line and in total under this price book (TOML).", metavar="FILE", show_default=False)] = None,
     fmt: FormatOpt = "json",
     as_json: JsonOpt = False,
     db: DbOpt = None,
@@ -48,21 +49,23 @@ def close_period(
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.periods import close_all, close_period as close_one
+    from usagebox_cli.ops.pricing import load_price_book
     from usagebox_cli.store.connection import connect
 
     fmt = output_format(fmt, as_json)
+    book = load_price_book(prices) if prices else None
     if len(arguments) > 2:
         raise CannotRun("give ACCOUNT and YYYY-MM, or --all-accounts YYYY-MM")
     first, second = arguments[0], (arguments[1] if len(arguments) > 1 else None)
     if all_accounts:
         if second is not None:
             raise CannotRun("--all-accounts takes only the month: usagebox close-period --all-accounts YYYY-MM")
-        doc = close_all(connect(db_path(ctx, db), create=False), first, force)
+        doc = close_all(connect(db_path(ctx, db), create=False), first, force, book)
         render.report(doc, fmt, doc["closed"], CLOSED_COLUMNS, title=f"Closed {first}")
     else:
         if second is None:
             raise CannotRun("give ACCOUNT and YYYY-MM, or --all-accounts YYYY-MM")
-        doc = close_one(connect(db_path(ctx, db), create=False), first, second, force)
+        doc = close_one(connect(db_path(ctx, db), create=False), first, second, force, book)
         render.report(doc, fmt, _period_lines(doc), LINE_COLUMNS, title=f"Period {second} of {first}")
 
 

@@ -7,7 +7,24 @@ from typing import Annotated, Optional
 import typer
 
 from usagebox_cli.cli import app, db_path, output_format
-from usagebox_cli.cli.options import DbOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, ToOpt, TzOpt
+from usagebox_cli.cli.options import DbOpt, FailOnUnpricedOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, ToOpt, TzOpt
+
+
+def needs_prices(fail_on_unpriced: bool, prices: Optional[str]) -> None:
+    from usagebox_cli.errors import CannotRun
+
+    if fail_on_unpriced and not prices:
+        raise CannotRun("--fail-on-unpriced needs --prices FILE: without a price book nothing is priced")
+
+
+def exit_if_unpriced(rows: list[dict], wanted: bool) -> None:
+    """--fail-on-unpriced: after the document is printed, say so on stderr and exit 1."""
+    from usagebox_cli import render
+    from usagebox_cli.ops.pricing import has_unpriced
+
+    if wanted and has_unpriced(rows):
+        render.notice("unpriced quantity in the answer (see unpriced_sum); failing because of --fail-on-unpriced")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -19,6 +36,8 @@ def budget(
     burn_window: Annotated[str, typer.Option("--burn-window", help="Window for the burn rate, e.g. 10m, 1h.")] = "10m",
     fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 1 at this status or worse: hard or soft.")] = "hard",
     watch: Annotated[Optional[float], typer.Option("--watch", help="Refresh a live table every SECONDS until Ctrl-C.", metavar="SECONDS", show_default=False)] = None,
+    fail_on_unknown: Annotated[bool, typer.Option("--fail-on-unknown", help="Exit 1 when a budget's account (or a cap's scope) has no events at all.")] = False,
+    fail_on_unpriced: FailOnUnpricedOpt = False,
     fmt: FormatOpt = "table",
     as_json: JsonOpt = False,
     db: DbOpt = None,
@@ -32,7 +51,7 @@ def budget(
     """
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
-    from usagebox_cli.ops.budget import BUDGET_COLUMNS, evaluate, load_budgets
+    from usagebox_cli.ops.budget import BUDGET_COLUMNS, evaluate, load_budgets, unknown_scopes
     from usagebox_cli.ops.pricing import load_price_book
     from usagebox_cli.store.connection import connect
     from usagebox_cli.timefmt import now_us
@@ -50,6 +69,9 @@ def budget(
     burn_us = window.end_us - window.start_us
     plan, book = load_budgets(budgets), load_price_book(prices)
     conn = connect(db_path(ctx, db), create=False)
+    unknown = unknown_scopes(conn, plan)
+    for warning in unknown:
+        render.notice(f"warning: {warning}; its spend is 0 and can never cross a limit")
 
     def run() -> dict:
         at_us = parse_instant_arg(at, zone(None), now_us(), "--at") if at else now_us()
@@ -67,6 +89,9 @@ def budget(
             render.rows(doc["rows"], BUDGET_COLUMNS, fmt, wrapper={"currency": doc["currency"], "at": doc["at"]})
     if any(row["status"] in failing for row in doc["rows"]):
         raise typer.Exit(1)
+    if unknown and fail_on_unknown:
+        raise typer.Exit(1)
+    exit_if_unpriced(doc["rows"], fail_on_unpriced)
 
 
 @app.command()
@@ -82,6 +107,7 @@ def margin(
     period: PeriodOpt = None,
     last: LastOpt = None,
     tz: TzOpt = None,
+    fail_on_unpriced: FailOnUnpricedOpt = False,
     fmt: FormatOpt = "table",
     as_json: JsonOpt = False,
     db: DbOpt = None,
@@ -110,6 +136,7 @@ def margin(
         render.document(doc)
     else:
         render.rows(doc["rows"], columns, fmt)
+    exit_if_unpriced(doc["rows"], fail_on_unpriced)
 
 
 @app.command()
@@ -169,6 +196,9 @@ def reconcile(
         total = dict(doc["total"], **{doc["by"][0]: "TOTAL"})
         render.table(doc["rows"] + [total], columns, title="Reconciliation (gap = vendor - metered)",
                      caption=f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} · verify: {'ok' if doc['verify']['ok'] else 'DRIFT'}", styles=styles)
+        for item in doc["rounded"]:
+            named = ", ".join(f"{k}={v}" for k, v in item.items() if k in doc["by"])
+            render.notice(f"note: vendor quantity for {named} is {item['exact']}, rounded half-even to 6 decimals: {item['vendor']}")
         if corrections_out:
             render.notice(f"wrote {doc['corrections_written']} Correction events to {corrections_out}; review, then ingest")
     elif fmt == "json":

@@ -25,3 +25,4 @@ GroupByOpt = Annotated[Optional[list[str]], typer.Option("--group-by", "-g", hel
 FilterOpt = Annotated[Optional[list[str]], typer.Option("--filter", help="KEY=VALUE[,VALUE...]; repeat for several keys.", show_default=False)]
 SourceOpt = Annotated[str, typer.Option("--source", help="rollup (fast, current to the second) or raw (scan events).")]
 PricesOpt = Annotated[Optional[str], typer.Option("--prices", help="Price book (TOML) to add cost.", metavar="FILE", show_default=False)]
+FailOnUnpricedOpt = Annotated[bool, typer.Option("--fail-on-unpriced", help="Exit 1 when any quantity in the answer is unpriced (the document is still printed).")]

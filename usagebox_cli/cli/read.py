@@ -8,7 +8,8 @@ import typer
 
 from usagebox_cli.cli import app, db_path, output_format
 from usagebox_cli.cli.options import (
-    DbOpt, FilterOpt, FormatOpt, FromOpt, GroupByOpt, JsonOpt, LastOpt, PeriodOpt, PricesOpt, SourceOpt, ToOpt, TzOpt,
+    DbOpt, FailOnUnpricedOpt, FilterOpt, FormatOpt, FromOpt, GroupByOpt, JsonOpt, LastOpt, PeriodOpt, PricesOpt, SourceOpt, ToOpt,
+    TzOpt,
 )
 
 
@@ -28,7 +29,8 @@ def parse_filters(items: Optional[list[str]]) -> dict[str, list[str]]:
 def render_usage(doc: dict, group_by: list[str], metric_names: list[str], fmt: str, title: str) -> None:
     from usagebox_cli import render
 
-    money = [name for name in ("cost", "unpriced_sum") if any(name in group for group in doc["groups"])]
+    money = [name for name in ("cost", "unpriced_sum", "compare_cost", "compare_unpriced_sum", "cost_change")
+             if any(name in group for group in doc["groups"])]
     columns = list(group_by) + list(metric_names) + money
     if fmt == "json":
         render.document(doc)
@@ -54,6 +56,8 @@ def usage(
     source: SourceOpt = "rollup",
     metric: Annotated[Optional[list[str]], typer.Option("--metric", help="sum, count, min, max, avg (default: sum and count).", show_default=False)] = None,
     prices: PricesOpt = None,
+    compare_prices: Annotated[Optional[str], typer.Option("--compare-prices", help="What-if: also cost under this older book, with the difference.", metavar="FILE", show_default=False)] = None,
+    fail_on_unpriced: FailOnUnpricedOpt = False,
     fmt: FormatOpt = "table",
     as_json: JsonOpt = False,
     db: DbOpt = None,
@@ -67,14 +71,17 @@ def usage(
     Example: usagebox usage acct_42 --period 2026-06 --group-by model_id
     """
     from usagebox_cli import render
+    from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import run_usage
     from usagebox_cli.store.connection import connect
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
+    needs_prices(fail_on_unpriced, prices)
     window = resolve(start, end, period, last, tz)
     conn = connect(db_path(ctx, db), create=False)
-    doc, metric_names = run_usage(conn, account, window, list(group_by or []), parse_filters(filters), source, metric, prices)
+    doc, metric_names = run_usage(conn, account, window, list(group_by or []), parse_filters(filters), source, metric, prices,
+                                  compare_prices)
     render_usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
     if fmt == "table":
         from usagebox_cli.ops.accounts import empty_hint
@@ -82,6 +89,7 @@ def usage(
         hint = empty_hint(conn, account, window)
         if hint:
             render.notice(hint)
+    exit_if_unpriced(doc["groups"], fail_on_unpriced)
 
 
 @app.command()
@@ -90,6 +98,7 @@ def query(
     file: Annotated[Optional[str], typer.Argument(help="A JSON query document, or - for stdin.", show_default=False)] = None,
     json_text: Annotated[Optional[str], typer.Option("--json-text", help="The query document inline.", show_default=False)] = None,
     prices: PricesOpt = None,
+    fail_on_unpriced: FailOnUnpricedOpt = False,
     fmt: FormatOpt = "json",
     as_json: JsonOpt = False,
     db: DbOpt = None,
@@ -102,14 +111,17 @@ def query(
 
     Example: usagebox query --json-text '{"from": "2026-06-01", "to": "2026-07-01", "group_by": ["account_id"]}'
     """
+    from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import load_query_document, run_query
     from usagebox_cli.store.connection import connect
 
     fmt = output_format(fmt, as_json)
+    needs_prices(fail_on_unpriced, prices)
     document = load_query_document(file, json_text)
     conn = connect(db_path(ctx, db), create=False)
     doc, group_by, metric_names = run_query(conn, document, prices)
     render_usage(doc, group_by, metric_names, fmt, "Query")
+    exit_if_unpriced(doc["groups"], fail_on_unpriced)
 
 
 @app.command()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
+from fractions import Fraction
 
+from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.ops.pricing import PriceBook, _decimal, load_toml, money, pricer
+from usagebox_cli.ops.pricing import PriceBook, _amount, load_toml, pricer
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.planner import UsageQuery, aggregate
+from usagebox_cli.store.planner import UsageQuery, aggregate, select_series
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import HOUR_US, Window, from_us, month_start, next_month
 
@@ -61,9 +63,9 @@ def load_budgets(path: str) -> list[Budget]:
         seen.add(account)
         if "monthly" not in entry:
             raise CannotRun(f"{where}: monthly (the monthly budget in money) is missing")
-        monthly = _decimal(entry["monthly"], "monthly", where)
-        soft = _decimal(entry.get("soft", Decimal("0.8")), "soft", where)
-        hard = _decimal(entry.get("hard", Decimal("1.0")), "hard", where)
+        monthly = _amount(entry["monthly"], "monthly", where)
+        soft = _amount(entry.get("soft", Decimal("0.8")), "soft", where)
+        hard = _amount(entry.get("hard", Decimal("1.0")), "hard", where)
         if monthly <= 0 or not 0 < soft <= hard:
             raise CannotRun(f"{where}: need monthly > 0 and 0 < soft <= hard")
         caps = []
@@ -83,7 +85,7 @@ def load_budgets(path: str) -> list[Budget]:
             if not scope:
                 raise CannotRun(f"{cap_where}: give a scope: meter_id, model_id or dimensions = {{KEY = VALUE}}")
             label = ",".join(f"{k}={v[0]}" for k, v in scope.items())
-            caps.append(Cap(_decimal(cap["monthly"], "monthly", cap_where), scope, label))
+            caps.append(Cap(_amount(cap["monthly"], "monthly", cap_where), scope, label))
         budgets.append(Budget(account, monthly, soft, hard, caps))
     if not budgets:
         raise CannotRun(f"{path} defines no [[budget]] tables")
@@ -94,7 +96,24 @@ def _cost(conn, account: str, scope: dict, window: Window, rate_of) -> tuple[Dec
     """Cost and unpriced quantity (millionths) of an account's scope in a window."""
     query = UsageQuery(window=window, accounts=[account], filters=scope, metrics=["sum"])
     _keys, groups, _series, _buckets = aggregate(conn, query, rate_of)
-    return sum((agg.cost for agg in groups.values()), Decimal(0)), sum(agg.unpriced for agg in groups.values())
+    return money.total(agg.cost for agg in groups.values()), sum(agg.unpriced for agg in groups.values())
+
+
+def unknown_scopes(conn, budgets: list[Budget]) -> list[str]:
+    """Budgets and caps that no stored event falls under: a gate on them could never fire.
+
+    Judged on every event in the database, not the month, so a new month
+    without usage yet is not flagged; a typo'd account or meter is.
+    """
+    found = []
+    for budget in budgets:
+        if not select_series(conn, [budget.account_id], {}):
+            found.append(f"budget for {budget.account_id}: no events of this account in the database")
+            continue
+        for cap in budget.caps:
+            if not select_series(conn, [budget.account_id], cap.scope):
+                found.append(f"cap {cap.label} of {budget.account_id}: no events of this account match it")
+    return found
 
 
 def evaluate(conn, budgets: list[Budget], book: PriceBook, at_us: int, burn_window_us: int) -> dict:
@@ -110,24 +129,24 @@ def evaluate(conn, budgets: list[Budget], book: PriceBook, at_us: int, burn_wind
         for scope_label, scope, monthly in targets:
             spend, unpriced = _cost(conn, budget.account_id, scope, month, rate_of)
             burned, _ = _cost(conn, budget.account_id, scope, recent, rate_of)
-            hours = Decimal(recent.end_us - recent.start_us) / HOUR_US if recent.end_us > recent.start_us else Decimal(0)
-            burn = burned / hours if hours else Decimal(0)
-            hard_limit = monthly * budget.hard
-            soft_limit = monthly * budget.soft
+            hours = Fraction(recent.end_us - recent.start_us, HOUR_US)
+            burn = Fraction(burned) / hours if hours else Fraction(0)  # exact; rounded only for output
+            hard_limit = money.multiply(monthly, budget.hard)
+            soft_limit = money.multiply(monthly, budget.soft)
             status = "hard" if spend >= hard_limit else "soft" if spend >= soft_limit else "ok"
             projected = None
             if status != "hard" and burn > 0:
-                crossing = at_us + int((hard_limit - spend) / burn * HOUR_US)
+                crossing = at_us + int(Fraction(money.subtract(hard_limit, spend)) / burn * HOUR_US)
                 if crossing < end:
                     projected = format_instant(crossing - crossing % 1_000_000)
             rows.append({
                 "account_id": budget.account_id,
                 "scope": scope_label,
-                "spend": money(spend),
-                "budget": money(monthly),
-                "pct": (spend / monthly * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP),
-                "headroom": money(monthly - spend),
-                "burn_per_hour": money(burn.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)),
+                "spend": money.output(spend),
+                "budget": money.output(monthly),
+                "pct": money.percent(spend, monthly),
+                "headroom": money.output(money.subtract(monthly, spend)),
+                "burn_per_hour": money.output(money.rounded(burn, 6)),
                 "projected_hard_at": projected,
                 "status": status,
                 "unpriced_sum": from_scaled(unpriced),

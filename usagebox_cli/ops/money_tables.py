@@ -11,6 +11,7 @@ import decimal
 from decimal import Decimal
 from typing import Optional
 
+from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
 
 
@@ -38,12 +39,14 @@ def read_keyed_csv(path: str, keys: list[str], value_columns: tuple[str, ...], w
                 key = tuple((row.get(k) or "").strip() or None for k in keys)
                 text = (row.get(column) or "").strip()
                 try:
-                    value = Decimal(text)
+                    Decimal(text)
                 except decimal.InvalidOperation:
                     raise CannotRun(f"{path} line {reader.line_num}: {column} {text!r} is not a number") from None
-                if not value.is_finite():
-                    raise CannotRun(f"{path} line {reader.line_num}: {column} {text!r} is not a finite number")
-                sums[key] = sums.get(key, Decimal(0)) + value
+                try:
+                    value = money.parse_amount(text, column, allow_negative=True)
+                except money.MoneyError as exc:
+                    raise CannotRun(f"{path} line {reader.line_num}: {exc}") from None
+                sums[key] = money.add(sums.get(key, Decimal(0)), value)
         except csv.Error as exc:
             raise CannotRun(f"{path} line {reader.line_num}: malformed CSV: {exc}") from None
     return column, sums

@@ -23,20 +23,24 @@ def _metric_names(requested: Optional[list[str]], prices: Optional[str]) -> list
 
 
 def run_usage(conn: sqlite3.Connection, account: str, window: Window, group_by: list[str],
-              filters: dict[str, list[str]], source: str, metric: Optional[list[str]], prices: Optional[str]) -> tuple[dict, list[str]]:
+              filters: dict[str, list[str]], source: str, metric: Optional[list[str]], prices: Optional[str],
+              compare_prices: Optional[str] = None) -> tuple[dict, list[str]]:
     names = _metric_names(metric, prices)
+    if compare_prices and not prices:
+        raise CannotRun("--compare-prices needs --prices FILE: it compares the cost under two books")
     query = UsageQuery(window=window, accounts=[account], group_by=group_by, filters=filters,
                        metrics=[n for n in names if n != "cost"], source=source)
     doc = {"account_id": account}
-    doc.update(_usage_with_prices(conn, query, prices, names))
+    doc.update(_usage_with_prices(conn, query, prices, names, compare_prices))
     return doc, [n for n in names if n != "cost"]
 
 
-def _usage_with_prices(conn, query: UsageQuery, prices: Optional[str], names: list[str]) -> dict:
+def _usage_with_prices(conn, query: UsageQuery, prices: Optional[str], names: list[str], compare_prices: Optional[str] = None) -> dict:
     if prices:
         from usagebox_cli.ops.pricing import load_price_book, priced_usage
 
-        return priced_usage(conn, query, load_price_book(prices))
+        compare = load_price_book(compare_prices) if compare_prices else None
+        return priced_usage(conn, query, load_price_book(prices), compare)
     return usage(conn, query)
 
 

@@ -12,19 +12,21 @@ deterministic event_ids, ready to review and ingest.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import re
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
-from usagebox_cli import exactjson
+from usagebox_cli import exactjson, money
 from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.ops.margin import pct
 from usagebox_cli.ops.money_tables import read_keyed_csv
-from usagebox_cli.ops.pricing import MATCH_FIELDS, PriceBook, PriceRule, rule_of
-from usagebox_cli.quantity import SCALE, from_scaled
+from usagebox_cli.ops.pricing import MATCH_FIELDS, PriceBook, PriceRule, rules_in_window
+from usagebox_cli.quantity import FRACTION_DIGITS, LIMIT, SCALE, exact_text, from_scaled
 from usagebox_cli.store.planner import FIRST_CLASS_KEYS, UsageQuery, aggregate, check_keys
 from usagebox_cli.timefmt import format_instant, format_ts
 from usagebox_cli.timewindow import TIME_BUCKETS, Window, from_us
@@ -35,13 +37,20 @@ def _rule_field(key: str) -> str:
     return key if key in MATCH_FIELDS else f"dimensions.{key}"
 
 
-def _price_for_key(book: PriceBook, by: list[str], key: tuple, metered_series: list) -> PriceRule:
-    rules = {rule_of(book, series) for series in metered_series}
+ROUNDING_RULE = f"vendor quantities are rounded half-even to {FRACTION_DIGITS} decimals, the ledger's precision"
+
+
+def _price_for_key(book: PriceBook, by: list[str], key: tuple, metered_series: list, window: Window) -> PriceRule:
+    rules = set()
+    for series in metered_series:
+        rules |= rules_in_window(book, series, window.start_us, window.end_us)
     rules.discard(None)
     named = ", ".join(f"{k}={v}" for k, v in zip(by, key))
     if not rules:
         values = {_rule_field(k): v for k, v in zip(by, key)}
-        consistent = [r for r in book.rules if all(values.get(f, v) == v if f in values else True for f, v in r.fields)]
+        in_window = [r for r in book.rules if (r.effective_from is None or r.effective_from < window.end_us)
+                     and (r.effective_to is None or r.effective_to > window.start_us)]
+        consistent = [r for r in in_window if all(values.get(f, v) == v if f in values else True for f, v in r.fields)]
         consistent = [r for r in consistent if all(f in values for f, _ in r.fields)]
         if consistent:
             top = max(r.specificity for r in consistent)
@@ -53,7 +62,23 @@ def _price_for_key(book: PriceBook, by: list[str], key: tuple, metered_series: l
         hint = f"add a {finer[0].removeprefix('dimensions.')} column to the invoice and to --by" if finer else "make the price book unambiguous"
         listed = " and ".join(r.describe() for r in sorted(rules, key=lambda r: r.number)[:2])
         raise Refused(f"invoice key {named} is priced by several rules ({listed}); an amount cannot be turned back into quantity", hint=hint)
-    return rules.pop()
+    rule = rules.pop()
+    if rule.rate == 0:
+        raise Refused(f"invoice key {named} is priced at 0 by {rule.describe()}; an amount cannot be turned back into quantity at price 0",
+                      hint="reconcile this key with a quantity invoice, or fix the price book")
+    return rule
+
+
+def _fraction_text(value: Fraction) -> str:
+    """Exact decimal text of a fraction when it terminates, else 30 significant digits and an ellipsis."""
+    denominator = value.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if denominator == 1:
+        return exact_text(money.EXACT.divide(Decimal(value.numerator), Decimal(value.denominator)))
+    digits = decimal.Context(prec=30, rounding=decimal.ROUND_DOWN).divide(Decimal(value.numerator), Decimal(value.denominator))
+    return format(digits, "f") + "…"
 
 
 def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window: Window,
@@ -86,13 +111,16 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
     if column == "amount" and book is None:
         raise CannotRun(f"{invoice} lists amounts: pass --prices FILE to turn them back into quantities")
     vendor: dict[tuple, int] = {}
+    rounded: list[dict] = []
     for key, value in vendor_sums.items():
         if column == "amount":
-            rule = _price_for_key(book, list(by), key, [s for s in members.get(key, []) if metered.get(key)])  # type: ignore[arg-type]
-            quantity = value * rule.per / rule.unit_price
+            rule = _price_for_key(book, list(by), key, [s for s in members.get(key, []) if metered.get(key)], window)  # type: ignore[arg-type]
+            quantity = money.quantity_value(value, rule.rate)
         else:
-            quantity = value
-        vendor[key] = int((quantity * SCALE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+            quantity = Fraction(value)
+        vendor[key] = round(quantity * SCALE)  # round() on a Fraction is half-even
+        if vendor[key] != quantity * SCALE:
+            rounded.append(dict(zip(by, key), exact=_fraction_text(quantity), vendor=from_scaled(vendor[key])))
     rows, needs = [], {}
     for key in sorted(set(metered) | set(vendor), key=lambda k: tuple((v is not None, v or "") for v in k)):
         m, v = metered.get(key, 0), vendor.get(key, 0)
@@ -108,6 +136,8 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
         "to": format_instant(window.end_us),
         "by": list(by),
         "invoice_column": column,
+        "rounding": ROUNDING_RULE,
+        "rounded": rounded,
         "verify": report,
         "rows": rows,
         "total": {"metered": from_scaled(total_m), "vendor": from_scaled(total_v), "gap": from_scaled(total_v - total_m),
@@ -127,15 +157,28 @@ def window_label(window: Window) -> str:
 
 def write_corrections(path: str, doc: dict, needs: dict, window: Window, account: Optional[str], invoice: str) -> int:
     """Write a Correction per non-zero gap; returns how many were written."""
+    from usagebox_cli.events import EventInvalid, normalize
+    from usagebox_cli.timefmt import now_us
+
     by = doc["by"]
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(invoice).stem)
+    # Bounded so that event_id and correction_ref stay within the 200 characters ingest accepts.
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(invoice).stem)[:60]
     reference = f"recon_{window_label(window)}_{stem}"
-    timestamp = format_ts(max(window.start_us, window.end_us - 1_000_000))
+    stamp = max(window.start_us, window.end_us - 1_000_000)
+    if stamp > now_us():
+        raise CannotRun(
+            f"the window ends in the future ({format_instant(window.end_us)}); a Correction dated at its last second would be rejected at ingest",
+            hint="reconcile a window that has ended (e.g. --period of last month)",
+        )
+    timestamp = format_ts(stamp)
     lines = []
     for key, (gap, members) in needs.items():
         if gap == 0:
             continue
         fields = dict(zip(by, key))
+        if abs(gap) >= LIMIT * SCALE:
+            named = ", ".join(f"{k}={v}" for k, v in fields.items())
+            raise CannotRun(f"the gap for {named} ({from_scaled(gap)}) is beyond what one event can carry (absolute value below 10^12); no corrections written")
         acct = fields.get("account_id") or account
         if acct is None:
             raise CannotRun("--corrections-out needs an ACCOUNT argument or --by account_id to know whose usage to correct")
@@ -161,6 +204,11 @@ def write_corrections(path: str, doc: dict, needs: dict, window: Window, account
             "timestamp": timestamp,
             "dimensions": dims,
         })
+    for line in lines:
+        try:
+            normalize(json.loads(exactjson.dumps(line), parse_float=Decimal))
+        except EventInvalid as exc:
+            raise CannotRun(f"the correction {line['event_id']} could not be ingested ({exc}); no corrections written") from None
     try:
         with open(path, "w", encoding="utf-8") as out:
             for line in lines:
@@ -177,6 +225,6 @@ def beyond_tolerance(doc: dict, tolerance: Decimal) -> bool:
         if metered == 0:
             if gap != 0:
                 return True
-        elif abs(gap) * 100 > tolerance * abs(metered):
+        elif money.multiply(abs(gap), Decimal(100)) > money.multiply(tolerance, abs(metered)):
             return True
     return False

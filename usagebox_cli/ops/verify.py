@@ -228,9 +228,17 @@ def check_frozen_periods(ctx: VerifyContext) -> list[VerifyError]:
     for item in frozen_snapshots(ctx.conn, ctx.account):
         (fq, fn, flines), (rq, rn, rlines) = item["frozen"], item["recomputed"]
         ok = fq == rq and fn == rn and flines == rlines
+        cost_ok = item.get("frozen_cost") == item.get("recomputed_cost")  # both absent: closed without --prices
         rows.append({"account_id": item["account_id"], "period": item["period"], "watermark": item["watermark"],
                      "frozen_quantity": from_scaled(fq), "recomputed_quantity": from_scaled(rq),
-                     "frozen_event_count": fn, "recomputed_event_count": rn, "ok": ok})
+                     "frozen_event_count": fn, "recomputed_event_count": rn, "ok": ok and cost_ok})
+        if "frozen_cost" in item:
+            from usagebox_cli.money import output
+
+            rows[-1].update({"frozen_cost": output(item["frozen_cost"]), "recomputed_cost": output(item["recomputed_cost"])})
+            if ok and not cost_ok:
+                errors.append(VerifyError(f"period {item['period']} of {item['account_id']}",
+                                          f"frozen cost {output(item['frozen_cost'])} vs {output(item['recomputed_cost'])} recomputed with the frozen book"))
         if not ok:
             detail = f"frozen {from_scaled(fq)} ({fn} events) vs raw up to watermark {from_scaled(rq)} ({rn} events)"
             if fq == rq and fn == rn:

@@ -301,6 +301,34 @@ def m004_daily_base_rollup(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m005_frozen_cost(conn: sqlite3.Connection) -> None:
+    """Cost frozen with a closed period (``close-period --prices``).
+
+    The book itself is stored (its text and sha256), so the period's later
+    adjustments are priced by the same book and ``verify`` can recompute the
+    frozen cost, whatever happens to the file afterwards.  Money is exact
+    decimal text.  Frozen like the rest of the snapshot.
+    """
+    run_script(
+        conn,
+        """
+        CREATE TABLE period_books (
+            period_id    INTEGER PRIMARY KEY REFERENCES periods(period_id),
+            currency     TEXT NOT NULL,
+            path         TEXT NOT NULL,           -- as given to close-period --prices
+            sha256       TEXT NOT NULL,           -- of the book's bytes
+            book         TEXT NOT NULL,           -- the book's text
+            cost         TEXT NOT NULL,           -- frozen cost, exact decimal text
+            unpriced     INTEGER NOT NULL         -- frozen quantity no rule priced, millionths
+        ) STRICT;
+        ALTER TABLE period_lines ADD COLUMN cost TEXT;  -- NULL: closed without --prices
+        ALTER TABLE period_lines ADD COLUMN unpriced INTEGER;  -- millionths no rule priced; NULL likewise
+        """
+        + refuse_changes("period_books", "a closed period is frozen: its snapshot never changes"),
+    )
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
     from usagebox_cli.store.connection import APPLICATION_ID, write_transaction

@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-import decimal
+from dataclasses import replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Iterable, Optional
 
+from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.fields import DIMENSION_KEY, KIND_NAMES
 from usagebox_cli.quantity import from_scaled
@@ -34,9 +35,6 @@ FIRST_CLASS_KEYS = ("account_id", "meter_id", "model_id", "product_id", "unit", 
 METRICS = ("sum", "count", "min", "max", "avg")
 SOURCES = ("rollup", "raw")
 _NOT_KEYS = {"event_id", "quantity", "timestamp", "correction_ref", "dimensions", "segment_id", "line"}
-# Money never rounds: 120 digits hold any quantity below 10^12 times any
-# price a book can state; Inexact would be raised rather than rounding.
-EXACT_MONEY = decimal.Context(prec=120)
 
 
 @dataclass
@@ -95,7 +93,7 @@ class Aggregate:
         if rate is None:
             self.unpriced += total
         else:
-            self.cost = EXACT_MONEY.add(self.cost, EXACT_MONEY.multiply(Decimal(total), rate))
+            self.cost = money.add(self.cost, money.cell_cost(total, rate))
 
 
 def check_keys(group_by: Iterable[str], filters: dict[str, Any]) -> None:
@@ -212,20 +210,33 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None, use_dai
     for item in series:
         dims = _dimensions(item.dimensions, parsed) if needs_dimensions else {}
         key_of[item.series_id] = tuple(item.value(key, dims) for key in other_keys)
-    rates = {item.series_id: rate_of(item) for item in series} if rate_of is not None else None
     groups: dict[tuple, Aggregate] = {}
     if series and query.window.end_us > query.window.start_us:
-        for series_id, bucket, total, count, low, high in _partials(conn, query, buckets, [s.series_id for s in series], tier):
-            group = key_of.get(series_id)
-            if group is None:
-                continue
-            slot = (group, bucket)
-            found = groups.get(slot)
-            if found is None:
-                found = groups[slot] = Aggregate()
-            found.add(total, count, low, high)
-            if rates is not None:
-                found.price(total, rates[series_id])
+        # A price that changes inside the window (``rate_of.cuts``) is one more
+        # edge: each span between cuts is planned as its own window, so no
+        # rollup cell that straddles a price change is priced at one rate.
+        timed = hasattr(rate_of, "cuts")  # a Pricer takes the span's start; a plain function only the series
+        cuts = [c for c in getattr(rate_of, "cuts", ()) if query.window.start_us < c < query.window.end_us]
+        edges = [query.window.start_us] + cuts + [query.window.end_us]
+        for span_start, span_end in zip(edges, edges[1:]):
+            part, part_buckets = query, buckets
+            if cuts:
+                part = replace(query, window=Window(span_start, span_end, query.window.tz_name))
+                part_buckets = Buckets(buckets.units, part.window)
+            rates = None
+            if rate_of is not None:
+                rates = {item.series_id: (rate_of(item, span_start) if timed else rate_of(item)) for item in series}
+            for series_id, bucket, total, count, low, high in _partials(conn, part, part_buckets, [s.series_id for s in series], tier):
+                group = key_of.get(series_id)
+                if group is None:
+                    continue
+                slot = (group, bucket)
+                found = groups.get(slot)
+                if found is None:
+                    found = groups[slot] = Aggregate()
+                found.add(total, count, low, high)
+                if rates is not None:
+                    found.price(total, rates[series_id])
     return other_keys, groups, series, buckets
 
 
@@ -399,9 +410,7 @@ def metrics(agg: Aggregate, names: Iterable[str], priced: bool = False) -> dict:
         elif name == "avg":
             out["avg"] = average(agg.sum, agg.count)
     if priced:
-        from usagebox_cli.ops.pricing import money
-
-        out["cost"] = money(agg.cost)
+        out["cost"] = money.output(agg.cost)
         out["unpriced_sum"] = from_scaled(agg.unpriced)
     return out
 
