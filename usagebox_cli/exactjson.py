@@ -4,6 +4,10 @@ The standard encoder can only write a Decimal by way of float, which is the
 one thing a billing total must never go through.  This encoder writes ints
 as ints and Decimals in plain positional notation (``0.3``, never
 ``0.30000000000000004`` nor ``3E-1``).
+
+``loads`` is the way back: every reader of JSON the ledger stored (conflict
+payloads, dimensions) goes through it, so a fraction comes back as the
+Decimal it was written from and whatever is read can be written again.
 """
 
 from __future__ import annotations
@@ -14,6 +18,14 @@ from typing import Any
 
 from usagebox_cli.quantity import exact_text
 
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number usagebox stores")
+
+
+def loads(text: str | bytes) -> Any:
+    """Stored JSON as data ``dumps`` accepts: fractions as Decimal (never float), integers as int."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
 
 
 def dumps(value: Any, indent: int | None = None) -> str:

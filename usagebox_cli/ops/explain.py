@@ -11,11 +11,11 @@ events in one snapshot, never from the rollups.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import timezone
 from typing import Optional
 
+from usagebox_cli import exactjson
 from usagebox_cli.errors import Refused
 from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import from_scaled
@@ -36,7 +36,7 @@ def _event_record(row: tuple) -> dict:
     return {
         "event_id": event_id, "account_id": account, "meter_id": meter, "model_id": model,
         "product_id": product, "unit": unit, "quantity": from_scaled(quantity), "timestamp": format_ts(ts),
-        "kind": KIND_NAMES[kind], "correction_ref": ref, "dimensions": None if dims is None else json.loads(dims),
+        "kind": KIND_NAMES[kind], "correction_ref": ref, "dimensions": None if dims is None else exactjson.loads(dims),
         "source": path, "sha256": sha, "line": line, "ingested_at": format_ts(ingested), "seq": seq,
     }
 
@@ -124,7 +124,7 @@ def explain_event(conn: sqlite3.Connection, event_id: str, account: Optional[str
         related = [_event_record(r) for r in conn.execute(_EVENT_SQL + " WHERE e.correction_ref = ? ORDER BY e.seq", (event_id,))]
         conflicts = [
             {"source": path, "line": line, "detected_at": detected, "differences": diffs.split(","),
-             "incoming": json.loads(incoming)}
+             "incoming": exactjson.loads(incoming)}
             for path, line, detected, diffs, incoming in conn.execute(
                 "SELECT g.path, c.line, c.detected_at, c.differences, c.incoming FROM conflicts c"
                 " JOIN segments g ON g.segment_id = c.segment_id WHERE c.event_id = ? ORDER BY c.conflict_id", (event_id,))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from decimal import Decimal
+
+from usagebox_cli import exactjson
 
 SOURCE_COLUMNS = (
     "segment_id", "path", "sha256", "size_bytes", "input_format", "started_at", "finished_at",
@@ -41,8 +41,8 @@ def list_conflicts(conn: sqlite3.Connection, event_id: str | None = None) -> lis
     for row in conn.execute(sql + " ORDER BY c.conflict_id", params):
         record = dict(zip(CONFLICT_COLUMNS, row))
         record["differences"] = record["differences"].split(",")
-        record["existing"] = json.loads(record["existing"], parse_float=Decimal)
-        record["incoming"] = json.loads(record["incoming"], parse_float=Decimal)
+        record["existing"] = exactjson.loads(record["existing"])
+        record["incoming"] = exactjson.loads(record["incoming"])
         records.append(record)
     return records
 

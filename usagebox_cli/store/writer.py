@@ -126,7 +126,7 @@ def event_document(event: Event) -> dict:
         "timestamp": None if event.ts_us is None else format_ts(event.ts_us),
         "kind": KIND_NAMES[event.kind],
         "correction_ref": event.correction_ref,
-        "dimensions": None if event.dimensions is None else json.loads(event.dimensions),
+        "dimensions": None if event.dimensions is None else exactjson.loads(event.dimensions),
     }
 
 
