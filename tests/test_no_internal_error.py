@@ -95,7 +95,7 @@ BAD_LINES = (
     '{"event_id": "bad_ref", "account_id": "acct_a", "kind": "Retraction", "correction_ref": "no_such_event"}',
 )
 
-# Prices whose unit_price / per terminates: a ``per`` such as 12 is issue 10's (money rounding), kept out for now.
+# Any per: one that does not divide (3, 7, 12) makes money that does not terminate (SPEC §10).
 PRICES = """currency = "USD"
 [[price]]
 meter_id = "tokens"
@@ -281,15 +281,16 @@ def ledgers(draw) -> dict:
         "first": draw(sources(first, "first")),
         "closes": closes,
         "second": draw(sources(second, "second")),
-        "per": draw(st.sampled_from([1, 1000, 1000000])),
+        "per": draw(st.sampled_from([1, 3, 7, 12, 1000, 1000000])),
         "window": draw(st.one_of(
             st.just(ALL_TIME),
             st.sampled_from(MONTHS).map(lambda month: ["--period", month]),
             st.tuples(instants, instants).map(lambda pair: ["--from", _instant(min(pair), 0), "--to", _instant(max(pair), 0)]),
-        )) + draw(st.sampled_from([[], ["--tz", "UTC"], ["--tz", "Europe/Paris"]])),
+        )) + draw(st.sampled_from([[], ["--tz", "UTC"], ["--tz", "Europe/Paris"], ["--tz", "Asia/Kolkata"],
+                                   ["--tz", "Asia/Kathmandu"], ["--tz", "Australia/Lord_Howe"]])),
         "at": draw(timestamps),
-        "group_by": draw(st.lists(st.sampled_from(["model_id", "kind", "unit", "product_id", "hour", "day", "month",
-                                                   "customer", "token_type"]), max_size=3, unique=True)),
+        "group_by": draw(st.lists(st.sampled_from(["model_id", "kind", "unit", "product_id", "hour", "day", "week",
+                                                   "month", "customer", "token_type"]), max_size=3, unique=True)),
         "filter": draw(st.sampled_from([None, "model_id=m1", "meter_id=tokens,calls", "kind=Correction", "customer=globex"])),
     }
 
@@ -371,11 +372,8 @@ def _read_everything(run: Runner, folder: Path, ledger: dict) -> None:
     # Seen with --hypothesis-show-statistics: how often the ledgers hold what the property is about.
     hypothesis.event(f"conflicts: {bool(conflict_ids)}; with a fractional quantity: {bool(fractional)}")
     hypothesis.event(f"pending adjustments in closed periods: {bool(pending)}")
-    known = set(FIRST_CLASS_KEYS) | {"hour", "day", "month"} | dim_keys
+    known = set(FIRST_CLASS_KEYS) | {"hour", "day", "week", "month"} | dim_keys
     group_by = [key for key in ledger["group_by"] if key in known]
-    # Several time buckets in one grouping are issue 10's (refused with exit 2 for now): keep the first only.
-    buckets = [key for key in group_by if key in ("hour", "day", "month")]
-    group_by = [key for key in group_by if key not in buckets[1:]]
     group_args = [arg for key in group_by for arg in ("--group-by", key)]
     filter_args = []
     if ledger["filter"] and ledger["filter"].partition("=")[0] in known:
@@ -405,14 +403,18 @@ def _read_everything(run: Runner, folder: Path, ledger: dict) -> None:
             run("usage", account, *window, *grouping, "--source", "raw", "--json", fmt="json")
             _every_format(run, "usage", account, *window, *grouping, "--metric", "avg", "--metric", "min", "--metric", "max")
             _every_format(run, "usage", account, *window, *grouping, "--prices", prices)
+            _every_format(run, "usage", account, *window, *grouping, "--prices", prices, "--compare-prices", charge)
+            run("usage", account, *window, *grouping, "--prices", prices, "--fail-on-unpriced", "--json", fmt="json")
         run("explain", account, *ALL_TIME, fmt="json")
         run("explain", account, *window, fmt="json")
         _every_format(run, "explain", account, *window, "--events")
         run("explain", account, *ALL_TIME, "--events", "--limit", "3", "--offset", "2", "--format", "csv", fmt="csv")
         run("periods", account, "--json", fmt="json")
         for month in MONTHS:
-            run("period", account, month, fmt="json")
-        run("verify", account, *window, fmt="json")
+            _every_format(run, "period", account, month)
+        _every_format(run, "verify", account, *window)
+        for kind in ("daily", "weekly", "monthly", "session"):
+            _every_format(run, "report", kind, account, *window, "--prices", prices, "--breakdown")
         _every_format(run, "reconcile", account, "--invoice", invoice_quantity, "--by", "model_id", *window)
     for event_id in stored_ids + conflict_ids:
         run("explain", "--event", event_id, fmt="json")
@@ -441,6 +443,9 @@ def _read_everything(run: Runner, folder: Path, ledger: dict) -> None:
     run("export", "--account", "acct_b", "--format", "csv")
     _every_format(run, "conflicts")
     _every_format(run, "sources")
+    _every_format(run, "accounts")
+    for kind in ("daily", "weekly", "monthly", "session"):
+        _every_format(run, "report", kind, *window)
     _every_format(run, "periods")
     run("verify", *ALL_TIME, fmt="json")
     for key in ["day", "hour", "model_id"] + sorted(dim_keys):
@@ -474,10 +479,13 @@ def test_no_read_command_fails_internally_on_any_valid_ledger(ledger):
         folder = Path(folder)
         run = Runner(folder / "ledger.db")
         _ingest(run, folder, ledger["first"])
-        for account, month in ledger["closes"]:
+        book = folder / "close_prices.toml"
+        book.write_text(PRICES.format(per=ledger["per"]), encoding="utf-8")
+        for number, (account, month) in enumerate(ledger["closes"]):
+            priced = ["--prices", book] if number % 2 == 0 else []  # frozen cost on some closes, quantity only on others
             if account is None:
-                run("close-period", "--all-accounts", month, "--force", fmt="json")
+                run("close-period", "--all-accounts", month, "--force", *priced, fmt="json")
             else:
-                run("close-period", account, month, "--force", fmt="json")
+                run("close-period", account, month, "--force", *priced, fmt="json")
         _ingest(run, folder, ledger["second"])
         _read_everything(run, folder, ledger)

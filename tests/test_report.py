@@ -92,3 +92,16 @@ def test_report_totals_equal_the_sum_of_their_rows(ledger, kind, start, days, tz
         assert doc["totals"][name] == sum(row[name] for row in rows)
     for row in rows:
         assert row["totalTokens"] == sum(row[name] for name in TOTAL_FIELDS[:4])
+
+
+def test_report_reads_a_ledger_whose_events_carry_no_token_type(cli, tmp_path):
+    # report groups by token_type itself: a ledger of plain events must not be refused as a typo'd key
+    from tests.conftest import event, write_ndjson
+
+    cli("ingest", write_ndjson(tmp_path / "e.ndjson", [event(1, timestamp="2026-11-03T10:00:00Z")]))
+    result = cli("report", "daily", *NOVEMBER, "--json")
+    assert result.returncode == 0, result
+    # a quantity without a token type is in the total but in no token column
+    assert result.json()["totals"] == {"inputTokens": 0, "outputTokens": 0, "cacheCreationTokens": 0,
+                                       "cacheReadTokens": 0, "totalTokens": 100, "totalCost": None}
+    assert [row["date"] for row in result.json()["daily"]] == ["2026-11-03"]

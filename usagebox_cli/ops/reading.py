@@ -8,7 +8,7 @@ from typing import Any, Optional, Union
 
 from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.store.planner import METRICS, UsageQuery, usage
+from usagebox_cli.store.planner import check_known_keys, METRICS, UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve
 
 
@@ -36,6 +36,9 @@ def run_usage(conn: sqlite3.Connection, account: str, window: Window, group_by: 
 
 
 def _usage_with_prices(conn, query: UsageQuery, prices: Optional[str], names: list[str], compare_prices: Optional[str] = None) -> dict:
+    # Keys a user typed: a typo must not come back as one plausible null group.  (Commands that choose
+    # their own keys, such as ``report`` grouping by token_type, read ledgers that lack them.)
+    check_known_keys(conn, list(query.group_by) + list(query.filters))
     if prices:
         from usagebox_cli.ops.pricing import load_price_book, priced_usage
 
