@@ -22,6 +22,7 @@ import contextlib
 import io
 import os
 import sys
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -71,7 +72,10 @@ def _root_command():
 
     import usagebox_cli.cli as cli  # importing the package registers every command
 
-    return typer.main.get_command(cli.app)
+    app = cli.app
+    if isinstance(app, types.ModuleType):  # the app object in its own module, cli/app.py
+        app = app.app
+    return typer.main.get_command(app)
 
 
 def command_paths(root) -> list[tuple[str, ...]]:
