@@ -29,23 +29,37 @@ its result was wrong (e.g. accepted != N), 2 when it could not start.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import hashlib
 import json
-import os
-import platform
-import shutil
-import signal
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-DATA_DIR = BENCH_DIR / "data"
-GENERATOR = BENCH_DIR / "generate.py"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from harness import (  # noqa: E402
+    DATA_DIR,
+    GENERATOR,
+    MB,
+    SetupError,
+    count_lines,
+    ensure_input,
+    entry,
+    find_tool,
+    header_lines,
+    load_text,
+    log,
+    machine_facts,
+    positive,
+    rel,
+    remove_db,
+    sqlite_utils_insert,
+    table,
+    usagebox_ingest,
+)
+
 BIG_EVENTS = 3_000_000
 
 # Targets (see benchmarks/README.md).
@@ -53,211 +67,6 @@ TARGET_VS_SQLITE_UTILS = 1.0  # first-ingest rate / sqlite-utils insert --nl rat
 AIM_VS_SQLITE_UTILS = 2.0
 TARGET_REINGEST = 2.0  # re-ingest rate / first-ingest rate
 TARGET_RSS_MB = 300.0  # peak RSS of any usagebox ingest, whatever the file size
-
-MB = 1_000_000  # decimal megabytes throughout
-
-# Runs one command, times it and reports its peak memory.  usagebox ingest
-# parses in a forked child, so one process's peak is not the whole story: on
-# Linux the wrapper samples the summed RSS of the command's process tree every
-# 10 ms (shared copy-on-write pages count twice, so this errs high).
-# RUSAGE_CHILDREN's ru_maxrss, the largest RSS of any single descendant, is
-# the fallback elsewhere; each measurement gets its own wrapper process.
-_WRAPPER = r"""
-import json, os, resource, subprocess, sys, threading, time
-
-def tree_rss(pid):
-    total, todo = 0, [pid]
-    while todo:
-        pid = todo.pop()
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            with open(f"/proc/{pid}/task/{pid}/children") as children:
-                todo.extend(int(child) for child in children.read().split())
-        except (OSError, ValueError):
-            pass
-    return total
-
-t0 = time.perf_counter()
-p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-peak = [0]
-if os.path.exists(f"/proc/{p.pid}/task/{p.pid}/children"):
-    def sample():
-        while p.poll() is None:
-            peak[0] = max(peak[0], tree_rss(p.pid))
-            time.sleep(0.01)
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-out, err = p.communicate()
-wall = time.perf_counter() - t0
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-json.dump({
-    "returncode": p.returncode,
-    "wall_s": wall,
-    "cpu_s": ru.ru_utime + ru.ru_stime,
-    "peak_rss_bytes": max(ru.ru_maxrss * scale, peak[0]),
-    "stdout": out.decode("utf-8", "replace"),
-    "stderr": err.decode("utf-8", "replace"),
-}, sys.stdout)
-"""
-
-
-class BenchError(Exception):
-    """A command failed or produced a wrong result: the numbers would be meaningless."""
-
-
-class SetupError(Exception):
-    """The benchmark cannot start (missing tool, bad arguments)."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- tools
-
-
-def find_tool(name: str) -> str:
-    """The console script next to this interpreter (the venv's), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found:
-        return found
-    raise SetupError(
-        f"cannot find `{name}`: activate the project's virtualenv "
-        f"(. .venv/bin/activate) or run this script with .venv/bin/python"
-    )
-
-
-def tool_version(command: list[str]) -> str:
-    try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    except OSError as exc:
-        return f"unknown ({exc})"
-    text = (out.stdout or out.stderr).strip().splitlines()
-    return text[-1].strip() if text else "unknown"
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("USAGEBOX_DB", None)  # --db is always passed; keep the user's setting out of it
-    env["NO_COLOR"] = "1"
-    return env
-
-
-# --------------------------------------------------------------------------- input
-
-
-def generator_digest() -> str:
-    return hashlib.sha256(GENERATOR.read_bytes()).hexdigest()[:8]
-
-
-def input_path(events: int, accounts: int, days: int, seed: int) -> Path:
-    # The generator's own hash is part of the name, so editing generate.py
-    # never silently reuses a file made by the old version.
-    name = f"events_n{events}_a{accounts}_d{days}_s{seed}_g{generator_digest()}.ndjson"
-    return DATA_DIR / name
-
-
-def count_lines(path: Path) -> int:
-    """Count newlines; also warms the page cache so every timed run reads a cached file."""
-    lines = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            lines += chunk.count(b"\n")
-    return lines
-
-
-def ensure_input(events: int, accounts: int, days: int, seed: int) -> Path:
-    path = input_path(events, accounts, days, seed)
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        if count_lines(path) == events:
-            log(f"reusing {rel(path)}")
-            return path
-        log(f"{rel(path)} has the wrong number of lines; regenerating")
-    log(f"generating {events:,} events into {rel(path)} ...")
-    partial = path.with_name(path.name + ".partial")
-    command = [
-        sys.executable, str(GENERATOR), str(partial),
-        "--events", str(events), "--accounts", str(accounts),
-        "--days", str(days), "--seed", str(seed),
-    ]
-    try:
-        subprocess.run(command, check=True)
-        os.replace(partial, path)  # only a complete file ever gets the reusable name
-    finally:
-        partial.unlink(missing_ok=True)
-    if count_lines(path) != events:
-        raise BenchError(f"generator wrote the wrong number of lines into {path}")
-    return path
-
-
-def rel(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-# --------------------------------------------------------------------------- measuring
-
-
-def measure(command: list[str]) -> dict:
-    """Run command under the wrapper; return returncode, wall_s, cpu_s, peak_rss_bytes, stdout, stderr."""
-    wrapper = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, *command],
-        capture_output=True, text=True, env=child_env(),
-    )
-    if wrapper.returncode != 0:
-        raise BenchError(f"measuring wrapper failed for {' '.join(command)}:\n{wrapper.stderr}")
-    return json.loads(wrapper.stdout)
-
-
-def db_bytes(db: Path) -> int:
-    return sum(p.stat().st_size for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
-
-
-def usagebox_ingest(usagebox: str, db: Path, source: Path, events: int, expect: str) -> dict:
-    command = [usagebox, "--db", str(db), "ingest", str(source), "--json"]
-    result = measure(command)
-    where = f"`{' '.join(command)}`"
-    if result["returncode"] != 0:
-        raise BenchError(f"{where} exited {result['returncode']}:\n{result['stderr'][-2000:]}")
-    try:
-        summary = json.loads(result["stdout"])
-    except json.JSONDecodeError:
-        raise BenchError(f"{where} did not print a JSON summary:\n{result['stdout'][-2000:]}") from None
-    other = "duplicates" if expect == "accepted" else "accepted"
-    wrong = {
-        key: summary.get(key)
-        for key, want in ((expect, events), (other, 0), ("conflicts", 0), ("rejected", 0))
-        if summary.get(key) != want
-    }
-    if wrong:
-        raise BenchError(f"{where}: expected {expect} == {events:,} and nothing else, got {summary}")
-    result["summary"] = summary
-    result["db_bytes"] = db_bytes(db)
-    return result
-
-
-def sqlite_utils_insert(sqlite_utils: str, db: Path, source: Path, events: int) -> dict:
-    command = [sqlite_utils, "insert", str(db), "events", str(source), "--nl"]
-    result = measure(command)
-    if result["returncode"] != 0:
-        raise BenchError(f"`{' '.join(command)}` exited {result['returncode']}:\n{result['stderr'][-2000:]}")
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    conn.close()
-    if rows != events:
-        raise BenchError(f"sqlite-utils inserted {rows:,} rows, expected {events:,}")
-    result["db_bytes"] = db_bytes(db)
-    return result
 
 
 def summarize(samples: list[dict], events: int) -> dict:
@@ -274,11 +83,6 @@ def summarize(samples: list[dict], events: int) -> dict:
             {k: s[k] for k in ("wall_s", "cpu_s", "peak_rss_bytes", "db_bytes")} for s in samples
         ],
     }
-
-
-def remove_db(db: Path) -> None:
-    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal")):
-        p.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -369,41 +173,12 @@ def check(name: str, value: float, unit: str, op: str, target: float, note: str 
             "_unit": unit, "_digits": 2 if unit == "x" else 1}
 
 
-def machine_facts(usagebox: str, sqlite_utils: str) -> dict:
-    try:
-        nproc = len(os.sched_getaffinity(0))  # what `nproc` prints
-    except AttributeError:
-        nproc = os.cpu_count()
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        load = None
-    return {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "nproc": nproc,
-        "load_average": load,
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "usagebox": tool_version([usagebox, "--version"]),
-        "sqlite_utils": tool_version([sqlite_utils, "--version"]),
-    }
-
-
 # --------------------------------------------------------------------------- output
 
 
 def render_table(report: dict) -> str:
     m, p, i, runs = report["machine"], report["parameters"], report["input"], report["runs"]
-    load = " ".join(f"{x:.2f}" for x in m["load_average"]) if m["load_average"] else "n/a"
-    lines = [
-        "usagebox ingest benchmark",
-        f"  date          {m['date']}",
-        f"  machine       {m['platform']} ({m['machine']}), nproc {m['nproc']}, load average {load}",
-        f"  python        {m['python']}",
-        f"  sqlite        {m['sqlite']}  (sqlite3.sqlite_version)",
-        f"  tools         {m['usagebox']}; {m['sqlite_utils']}",
+    lines = header_lines("usagebox ingest benchmark", m, load_text(m["load_average"])) + [
         f"  input         {i['path']}  ({i['events']:,} events, {i['bytes'] / MB:,.1f} MB;"
         f" {p['accounts']} accounts, {p['days']} days, seed {p['seed']})",
         f"  repeat        {p['repeat']}  (median wall and CPU time; largest peak RSS)",
@@ -435,17 +210,6 @@ def render_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table(header: tuple, body: list[tuple], left: int = 1, left_cols: tuple = (0,)) -> list[str]:
-    widths = [max(len(str(row[c])) for row in [header, *body]) for c in range(len(header))]
-
-    def fmt(row):
-        cells = [str(v).ljust(w) if c in left_cols else str(v).rjust(w)
-                 for c, (v, w) in enumerate(zip(row, widths))]
-        return "  ".join(cells).rstrip()
-
-    return [fmt(header), fmt(tuple("-" * w for w in widths)), *(fmt(r) for r in body)]
-
-
 def to_json(report: dict) -> str:
     clean = json.loads(json.dumps(report))
     for c in clean["checks"]:
@@ -455,13 +219,6 @@ def to_json(report: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
-
-
-def positive(text: str) -> int:
-    value = int(text.replace("_", "").replace(",", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -484,26 +241,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt  # unwind so the temporary databases are removed
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        report = run(args)
-    except SetupError as exc:
-        log(f"error: {exc}")
-        return 2
-    except (BenchError, subprocess.CalledProcessError) as exc:
-        log(f"error: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted; temporary databases removed")
-        return 130
-    sys.stdout.write(to_json(report) if args.json else render_table(report))
-    return 0
+main = entry(parse_args, run, render_table, to_json, removed="temporary databases")
 
 
 if __name__ == "__main__":

@@ -38,36 +38,39 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 # Shared with the ingest benchmark: input naming and generation, the measuring
-# wrapper, machine facts and table layout.  Same names, same files.
-from bench_ingest import (  # noqa: E402
+# wrapper, machine facts, table layout and main().  Same names, same files.
+from harness import (  # noqa: E402
     DATA_DIR,
     GENERATOR,
     MB,
     BenchError,
     SetupError,
     ensure_input,
+    entry,
     find_tool,
+    header_lines,
+    load_average,
+    load_text,
     log,
     machine_facts,
-    measure,
     positive,
     rel,
     remove_db,
+    run_checked,
     sqlite_utils_insert,
     table,
     usagebox_ingest,
@@ -141,26 +144,36 @@ def finish_build(partial: Path, final: Path) -> None:
     os.replace(partial, final)
 
 
+def build_or_reuse(db: Path, complete: bool, incomplete: str, building: str, build: Callable[[Path], float]) -> dict:
+    """Reuse db when complete; else build it under a .partial name with build(partial) -> seconds, then rename."""
+    if complete:
+        log(f"reusing {rel(db)}")
+        return {"path": rel(db), "built": False, "build_s": None, "bytes": db.stat().st_size}
+    if incomplete:
+        log(f"{rel(db)} {incomplete}; rebuilding")
+    partial = db.with_name(db.name + ".partial")
+    remove_db(partial)
+    log(f"building {rel(db)}: {building} ...")
+    try:
+        build_s = build(partial)
+        finish_build(partial, db)
+    finally:
+        remove_db(partial)
+    log(f"  {build_s:.1f} s")
+    return {"path": rel(db), "built": True, "build_s": build_s, "bytes": db.stat().st_size}
+
+
 def ensure_usagebox_db(usagebox: str, source: Path, events: int, rebuild: bool) -> dict:
     db, _ = db_paths(source)
     if rebuild:
         remove_db(db)
     rows = table_rows(db, "events")
-    if rows == events:
-        log(f"reusing {rel(db)}")
-        return {"path": rel(db), "built": False, "build_s": None, "bytes": db.stat().st_size}
-    if rows is not None:
-        log(f"{rel(db)} holds {rows:,} events, not {events:,}; rebuilding")
-    partial = db.with_name(db.name + ".partial")
-    remove_db(partial)
-    log(f"building {rel(db)}: usagebox ingest of {events:,} events ...")
-    try:
-        result = usagebox_ingest(usagebox, partial, source, events, "accepted")
-        finish_build(partial, db)
-    finally:
-        remove_db(partial)
-    log(f"  {result['wall_s']:.1f} s")
-    return {"path": rel(db), "built": True, "build_s": result["wall_s"], "bytes": db.stat().st_size}
+    return build_or_reuse(
+        db, rows == events,
+        f"holds {rows:,} events, not {events:,}" if rows is not None else "",
+        f"usagebox ingest of {events:,} events",
+        lambda partial: usagebox_ingest(usagebox, partial, source, events, "accepted")["wall_s"],
+    )
 
 
 def ensure_sqlite_utils_db(sqlite_utils: str, source: Path, events: int, rebuild: bool) -> dict:
@@ -169,26 +182,18 @@ def ensure_sqlite_utils_db(sqlite_utils: str, source: Path, events: int, rebuild
     if rebuild:
         remove_db(db)
     rows = table_rows(db, "events")
-    if rows == events and has_index(db, index):
-        log(f"reusing {rel(db)}")
-        return {"path": rel(db), "built": False, "build_s": None, "bytes": db.stat().st_size}
-    if rows is not None:
-        log(f"{rel(db)} is incomplete ({rows:,} rows of {events:,}, or no index); rebuilding")
-    partial = db.with_name(db.name + ".partial")
-    remove_db(partial)
-    log(f"building {rel(db)}: sqlite-utils insert --nl of {events:,} events, then create-index ...")
-    try:
+
+    def build(partial: Path) -> float:
         inserted = sqlite_utils_insert(sqlite_utils, partial, source, events)
-        command = [sqlite_utils, "create-index", str(partial), "events", *index]
-        indexed = measure(command)
-        if indexed["returncode"] != 0:
-            raise BenchError(f"`{shlex.join(command)}` exited {indexed['returncode']}:\n{indexed['stderr'][-2000:]}")
-        finish_build(partial, db)
-    finally:
-        remove_db(partial)
-    build_s = inserted["wall_s"] + indexed["wall_s"]
-    log(f"  {build_s:.1f} s")
-    return {"path": rel(db), "built": True, "build_s": build_s, "bytes": db.stat().st_size}
+        indexed = run_checked([sqlite_utils, "create-index", str(partial), "events", *index])
+        return inserted["wall_s"] + indexed["wall_s"]
+
+    return build_or_reuse(
+        db, rows == events and has_index(db, index),
+        f"is incomplete ({rows:,} rows of {events:,}, or no index)" if rows is not None else "",
+        f"sqlite-utils insert --nl of {events:,} events, then create-index",
+        build,
+    )
 
 
 def rollup_rows(db: Path) -> int | None:
@@ -229,13 +234,6 @@ def parse_exact(text: str, where: str):
         return json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError:
         raise BenchError(f"{where} did not print JSON:\n{text[-2000:]}") from None
-
-
-def run_checked(command: list[str]) -> dict:
-    result = measure(command)
-    if result["returncode"] != 0:
-        raise BenchError(f"`{shlex.join(command)}` exited {result['returncode']}:\n{result['stderr'][-2000:]}")
-    return result
 
 
 def without(doc: dict, *keys: str) -> dict:
@@ -463,10 +461,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     databases = {key: bench_database(key, spec, usagebox, sqlite_utils, args) for key, spec in specs.items()}
     startup = bench_startup(usagebox, args.repeat)
-    try:
-        facts["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        facts["load_average_end"] = None
+    facts["load_average_end"] = load_average()
 
     checks = []
     for key, d in databases.items():
@@ -511,18 +506,8 @@ def ms(value: float) -> str:
 
 def render_table(report: dict) -> str:
     m, p = report["machine"], report["parameters"]
-
-    def load_text(values):
-        return " ".join(f"{x:.2f}" for x in values) if values else "n/a"
-
-    lines = [
-        "usagebox read benchmark",
-        f"  date          {m['date']}",
-        f"  machine       {m['platform']} ({m['machine']}), nproc {m['nproc']},"
-        f" load average {load_text(m['load_average'])} (start), {load_text(m.get('load_average_end'))} (end)",
-        f"  python        {m['python']}",
-        f"  sqlite        {m['sqlite']}  (sqlite3.sqlite_version)",
-        f"  tools         {m['usagebox']}; {m['sqlite_utils']}",
+    load = f"{load_text(m['load_average'])} (start), {load_text(m.get('load_average_end'))} (end)"
+    lines = header_lines("usagebox read benchmark", m, load) + [
         f"  query         {p['account']}, period {p['period']}, grouped by {p['group_by']}",
         f"  repeat        {p['repeat']} per command (median wall and CPU time); in-process: {p['runs']} calls each (median)",
     ]
@@ -610,26 +595,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt  # unwind so partial databases are removed
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        report = run(args)
-    except SetupError as exc:
-        log(f"error: {exc}")
-        return 2
-    except (BenchError, subprocess.CalledProcessError) as exc:
-        log(f"error: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted; partial databases removed")
-        return 130
-    sys.stdout.write(to_json(report) if args.json else render_table(report))
-    return 0
+main = entry(parse_args, run, render_table, to_json, removed="partial databases")
 
 
 if __name__ == "__main__":

@@ -74,14 +74,6 @@ def test_readme_walkthroughs_print_what_the_readme_shows(tmp_path):
         assert mask(output) == mask(expected), f"README block\n{body}\nprinted:\n{output}"
 
 
-def test_readme_schema_section_matches_the_migrations():
-    from usagebox_cli.store.schema import schema_sql
-
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("<!-- schema:start -->"):text.index("<!-- schema:end -->")]
-    assert "```sql\n" + schema_sql() + "```" in section
-
-
 def update() -> None:
     import tempfile
 

@@ -1,8 +1,8 @@
-"""The live schema, printed from the migrations, for the README.
+"""The live schema, printed from the migrations, for docs/schema.md.
 
 ``python -m usagebox_cli.store.schema`` prints the SQL of a freshly migrated
-database; a test checks that the README's schema section equals it, so the
-documentation cannot drift from the code.
+database; ``docs/generate.py`` puts it in docs/schema.md and a test checks
+that page, so the documentation cannot drift from the code.
 """
 
 from __future__ import annotations
