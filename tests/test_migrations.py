@@ -416,19 +416,27 @@ def _rollup_types(conn) -> set:
     return {row[0] for row in conn.execute("SELECT DISTINCT typeof(quantity) FROM rollup_hourly")}
 
 
-def test_rollup_that_would_overflow_int64_raises_instead_of_turning_real(fresh, tmp_path):
+def test_an_event_that_would_overflow_its_rollup_is_rejected_alone(fresh, tmp_path):
+    """Issue 10 item 4: one overflowing event once lost its whole batch, other accounts' events included."""
     _, conn = fresh
     assert 10 * BIG * 1_000_000 > INT64_MAX > 9 * BIG * 1_000_000
-    source = write_ndjson(tmp_path / "big.ndjson", _big_events(10))
-    with pytest.raises(Exception) as caught:
-        ingest(conn, [str(source)], IngestOptions())
-    assert isinstance(caught.value, (sqlite3.Error, CannotRun)), repr(caught.value)
+    other = event(500, account_id="acct_other", quantity=7, timestamp="2025-06-16T10:30:00Z")
+    source = write_ndjson(tmp_path / "big.ndjson", _big_events(10) + [other])
+    summary = ingest(conn, [str(source)], IngestOptions())
+    assert (summary.accepted, summary.rejected) == (10, 1)
+    assert summary.errors == [{
+        "source": str(source), "line": 10, "event_id": "evt_000010", "outcome": "rejected",
+        "reason": "quantity would overflow its rollup total (at most about 9.2 trillion units per series and hour,"
+                  " and per account, meter, model, product, unit and kind per UTC day); nothing was stored for this line",
+    }]
     assert _rollup_types(conn) <= {"integer"}
-    # whatever was kept is consistent: the raw events and the rollup agree
-    events = conn.execute("SELECT count(*), coalesce(sum(quantity), 0) FROM events").fetchone()
-    rollup = conn.execute("SELECT coalesce(sum(event_count), 0), coalesce(sum(quantity), 0) FROM rollup_hourly").fetchone()
-    assert (events[0], events[1]) == (rollup[0], rollup[1])
-    assert events[1] <= INT64_MAX
+    assert conn.execute("SELECT quantity, event_count FROM rollup_hourly ORDER BY quantity").fetchall() == [
+        (7_000_000, 1), (9 * BIG * 1_000_000, 9)]
+    events = conn.execute("SELECT count(*), sum(quantity) FROM events").fetchone()
+    assert events == (10, 9 * BIG * 1_000_000 + 7_000_000)
+    # a re-run: the stored events are duplicates, the overflowing one is rejected again
+    again = ingest(conn, [str(source)], IngestOptions())
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 10, 1)
 
 
 def test_rollup_just_below_int64_stays_exact_integer(fresh, tmp_path):
@@ -446,27 +454,28 @@ def test_rollup_overflow_in_a_later_ingest_keeps_earlier_total_exact(fresh, tmp_
     first = write_ndjson(tmp_path / "nine.ndjson", _big_events(9))
     assert ingest(conn, [str(first)], IngestOptions()).accepted == 9
     second = write_ndjson(tmp_path / "one_more.ndjson", _big_events(1, start=100))
-    with pytest.raises(Exception) as caught:
-        ingest(conn, [str(second)], IngestOptions())
-    assert isinstance(caught.value, (sqlite3.Error, CannotRun)), repr(caught.value)
+    summary = ingest(conn, [str(second)], IngestOptions())
+    assert (summary.accepted, summary.rejected) == (0, 1)
     assert conn.execute("SELECT quantity, event_count, typeof(quantity) FROM rollup_hourly").fetchall() == [
         (9 * BIG * 1_000_000, 9, "integer")
     ]
     assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 9
 
 
-def test_cli_rollup_overflow_is_an_error_line_not_a_traceback(db, tmp_path, cli):
+def test_cli_rollup_overflow_is_a_rejected_line_with_exit_1(db, tmp_path, cli):
     source = write_ndjson(tmp_path / "big.ndjson", _big_events(10))
-    result = cli("ingest", source, "--json")
-    assert result.returncode != 0, result
-    assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("Error:"), result
+    result = cli("ingest", source)
+    assert result.returncode == 1, result
+    assert result.stdout == "9 accepted, 0 duplicates, 0 conflicts, 1 rejected\n"
+    assert result.stderr.splitlines() == [
+        f"{source}:10: rejected [evt_000010]: quantity would overflow its rollup total (at most about 9.2 trillion"
+        " units per series and hour, and per account, meter, model, product, unit and kind per UTC day);"
+        " nothing was stored for this line",
+    ]
     raw = sqlite3.connect(db)
     try:
         assert {row[0] for row in raw.execute("SELECT DISTINCT typeof(quantity) FROM rollup_hourly")} <= {"integer"}
-        events = raw.execute("SELECT count(*) FROM events").fetchone()[0]
-        rollup = raw.execute("SELECT coalesce(sum(event_count), 0) FROM rollup_hourly").fetchone()[0]
-        assert events == rollup
+        assert raw.execute("SELECT count(*) FROM events").fetchone()[0] == 9
     finally:
         raw.close()
 

@@ -304,15 +304,6 @@ def _run(conn, sources, options, progress, rejects, lines_per_commit: int, conte
         else:
             transactions.commit()
         raise
-    except sqlite3.IntegrityError as exc:
-        transactions.rollback()
-        if "REAL value in INTEGER column" in str(exc) or "typeof(quantity)" in str(exc):
-            raise CannotRun(
-                "a rollup total would exceed SQLite's integer range (about 9.2 trillion units per series"
-                " per hour, or per account/meter/model per day); nothing from the failing batch was stored",
-                hint="batches committed before it are kept",
-            ) from None
-        raise
     except sqlite3.OperationalError as exc:
         transactions.rollback()
         raise write_error(conn, exc) from None

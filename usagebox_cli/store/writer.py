@@ -40,6 +40,16 @@ from usagebox_cli.store.migrations import series_identity
 from usagebox_cli.timefmt import format_ts
 
 FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
+ROLLUP_OVERFLOW = (
+    "quantity would overflow its rollup total (at most about 9.2 trillion units per series and hour,"
+    " and per account, meter, model, product, unit and kind per UTC day); nothing was stored for this line"
+)
+
+
+def is_rollup_overflow(exc: sqlite3.IntegrityError) -> bool:
+    """The rollup triggers' CHECK that a sum stayed an integer (SQLite would silently make it a REAL)."""
+    text = str(exc)
+    return "REAL value in INTEGER column" in text or "typeof(quantity)" in text
 
 _EVENT_COLUMNS = (
     "e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,"
@@ -180,6 +190,7 @@ class IngestWriter:
 
         fresh: dict[str, Event] = {}
         rows: list[tuple] = []
+        raws: list[Optional[str]] = []
         conflicts: list[tuple] = []
         errors = outcome.errors
         future_limit = now_us + FUTURE_TOLERANCE_US
@@ -248,19 +259,14 @@ class IngestWriter:
                 event_id, event[1:6] + (event.kind, event.dimensions), event.quantity, event.ts_us,
                 event.kind, event.correction_ref, segment_id, line, ingested_us, item.fingerprint,
             ])
-        outcome.accepted = len(rows)
+            raws.append(item.raw)
         if rows:
             self._assign_series(rows)
-            # Parameters, not one JSON document per batch: SQLite's ``->>`` parses
-            # a row's JSON again for every column (measured: 43 us an event
-            # against 33).  This is safe because the writer has its process to
-            # itself (the reader runs in a child, see ops.ingest_reader); behind
-            # a busy thread, executemany would wait for the GIL after every row.
-            self.conn.executemany(
-                "INSERT INTO events (event_id, series_id, quantity, ts_us, kind, correction_ref,"
-                " segment_id, line, ingested_us, fingerprint, base_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            overflowed = self._insert_events(rows)
+            for index in overflowed:
+                errors.append(_error(label, rows[index][7], rows[index][0], "rejected", ROLLUP_OVERFLOW, raws[index]))
+            outcome.rejected += len(overflowed)
+            outcome.accepted = len(rows) - len(overflowed)
         if conflicts:
             # The same refused payload seen again (a re-run of the same file) is logged once.
             self.conn.executemany(
@@ -275,6 +281,51 @@ class IngestWriter:
             (len(items), outcome.accepted, outcome.duplicates, outcome.conflicts, outcome.rejected, segment_id),
         )
         return outcome
+
+    def _insert_events(self, rows: list[list]) -> list[int]:
+        """Insert the accepted rows; return the indexes of those whose rollup cell would overflow.
+
+        The rollup triggers refuse a sum beyond SQLite's 64-bit integers (a
+        CHECK turns the silent switch to REAL into an error).  That is rare,
+        so the batch is inserted in one statement under a savepoint, and only
+        when it fails are the rows inserted one by one, each under its own
+        savepoint, so one overflowing event is rejected on its own line and
+        every other event of the batch is stored.  (A later line of the same
+        batch repeating an overflowing event_id was already judged against it;
+        the re-run of the file judges it again, and counts it right.)
+        """
+        insert = (
+            # Parameters, not one JSON document per batch: SQLite's ``->>`` parses
+            # a row's JSON again for every column (measured: 43 us an event
+            # against 33).  This is safe because the writer has its process to
+            # itself (the reader runs in a child, see ops.ingest_reader); behind
+            # a busy thread, executemany would wait for the GIL after every row.
+            "INSERT INTO events (event_id, series_id, quantity, ts_us, kind, correction_ref,"
+            " segment_id, line, ingested_us, fingerprint, base_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self.conn.execute("SAVEPOINT batch")
+        try:
+            self.conn.executemany(insert, rows)
+        except sqlite3.IntegrityError as exc:
+            if not is_rollup_overflow(exc):
+                raise
+            self.conn.execute("ROLLBACK TO batch")
+        else:
+            self.conn.execute("RELEASE batch")
+            return []
+        overflowed = []
+        for index, row in enumerate(rows):
+            self.conn.execute("SAVEPOINT row")
+            try:
+                self.conn.execute(insert, row)
+            except sqlite3.IntegrityError as exc:
+                if not is_rollup_overflow(exc):
+                    raise
+                self.conn.execute("ROLLBACK TO row")
+                overflowed.append(index)
+            self.conn.execute("RELEASE row")
+        self.conn.execute("RELEASE batch")
+        return overflowed
 
     def _grown_so_far(self, items: list[Item], stored: dict[str, Event]) -> dict[str, int]:
         """For each stored agent response in the batch: the quantity its growth Corrections add."""
