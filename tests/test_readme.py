@@ -24,6 +24,7 @@ README = ROOT / "README.md"
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 # Event timestamps in the examples are whole seconds; a microsecond fraction
 # that is not .000000 is a wall-clock time, different on every run.
+README_NOW = "2026-07-20T08:00:00.123456Z"
 VOLATILE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(?!000000)\d{6}Z")
 
 
@@ -49,6 +50,10 @@ def run_walkthroughs(workdir: Path, blocks: list[str]) -> list[str]:
     script = "set -euo pipefail\n" + "".join(f"{body}\necho {marker}\n" for body in blocks)
     env = {k: v for k, v in os.environ.items() if k not in ("USAGEBOX_DB", "COLUMNS")}
     env["NO_COLOR"] = "1"
+    # A fixed "now" (with a microsecond fraction, so the times it stamps are masked like wall-clock
+    # ones) keeps the walkthroughs' answers the same on any date: the future-timestamp check and
+    # month-to-date windows read the clock.
+    env["USAGEBOX_NOW"] = README_NOW
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     result = subprocess.run(["bash", "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
