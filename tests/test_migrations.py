@@ -16,8 +16,8 @@ import pytest
 from conftest import ROOT, event, run_cli, write_ndjson
 from usagebox_cli.errors import CannotRun, NotADatabase
 from usagebox_cli.ops.ingest import IngestOptions, ingest
-from usagebox_cli.store import migrations
-from usagebox_cli.store.connection import APPLICATION_ID, connect
+from usagebox_cli.engines.sqlite import migrations
+from usagebox_cli.engines.sqlite.connection import APPLICATION_ID, connect
 
 pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
 
@@ -292,7 +292,7 @@ def test_simultaneous_first_use_migrates_once(tmp_path):
         f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from usagebox_cli.store.connection import connect
+        from usagebox_cli.engines.sqlite.connection import connect
         conn = connect({str(path)!r})
         print(conn.execute("PRAGMA user_version").fetchone()[0])
         conn.close()

@@ -395,7 +395,7 @@ def test_one_huge_value_is_refused_quickly_with_exit_1(store, statement):
 
 def test_an_answer_larger_than_the_result_limit_stops_with_exit_1(store, monkeypatch):
     from usagebox_cli.errors import Refused
-    from usagebox_cli.store import readonly
+    from usagebox_cli.engines.sqlite import readonly
 
     monkeypatch.setattr(readonly, "RESULT_LIMIT", 1_000)
     conn = readonly.open_readonly(str(store.path))

@@ -57,7 +57,7 @@ def _root(
 
 def db_path(ctx: typer.Context, db: Optional[str]) -> str:
     """--db given after the command wins over --db before it, then $USAGEBOX_DB, then ./usagebox.db."""
-    from usagebox_cli.store.connection import default_path
+    from usagebox_cli.engines.sqlite.connection import default_path
 
     return db or (ctx.obj or {}).get("db") or default_path()
 

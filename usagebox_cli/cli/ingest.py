@@ -68,7 +68,7 @@ def sources(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = Fal
     """
     from usagebox_cli import render
     from usagebox_cli.ops.provenance import SOURCE_COLUMNS, list_sources
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     fmt = output_format(fmt, as_json)
     records = list_sources(connect(db_path(ctx, db), create=False))
@@ -90,7 +90,7 @@ def conflicts(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.provenance import CONFLICT_COLUMNS, list_conflicts
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     fmt = output_format(fmt, as_json)
     records = list_conflicts(connect(db_path(ctx, db), create=False), event_id)

@@ -50,7 +50,7 @@ def close_period(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.periods import close_all, close_period as close_one
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     fmt = output_format(fmt, as_json)
     book = load_price_book(prices) if prices else None
@@ -84,7 +84,7 @@ def period(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.periods import period_document
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     fmt = output_format(fmt, as_json)
     doc = period_document(connect(db_path(ctx, db), create=False), account, month)
@@ -105,7 +105,7 @@ def periods(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.periods import PERIOD_COLUMNS, list_periods
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     fmt = output_format(fmt, as_json)
     rows = list_periods(connect(db_path(ctx, db), create=False), account)
@@ -136,7 +136,7 @@ def explain(
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.explain import explain as run_explain, explain_event, list_events
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
@@ -189,7 +189,7 @@ def verify(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.verify import repair as run_repair, verify as run_verify
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)

@@ -53,7 +53,7 @@ def budget(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.budget import BUDGET_COLUMNS, evaluate, load_budgets, unknown_scopes
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timefmt import now_us
     from usagebox_cli.timewindow import resolve, zone, parse_instant_arg
 
@@ -119,7 +119,7 @@ def margin(
     from usagebox_cli import render
     from usagebox_cli.ops.margin import MARGIN_COLUMNS, margin as run_margin
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
@@ -171,7 +171,7 @@ def reconcile(
     from usagebox_cli.ops.pricing import load_price_book
     from usagebox_cli.ops.reconcile import beyond_tolerance, reconcile as run_reconcile, write_corrections
     from usagebox_cli.paths import check_output
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)

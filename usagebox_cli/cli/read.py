@@ -73,7 +73,7 @@ def usage(
     from usagebox_cli import render
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import run_usage
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
@@ -113,7 +113,7 @@ def query(
     """
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import load_query_document, run_query
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     fmt = output_format(fmt, as_json)
     needs_prices(fail_on_unpriced, prices)
@@ -147,7 +147,7 @@ def sql(
 
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
-    from usagebox_cli.store.readonly import TABLE_ROW_CAP, check_timeout, open_readonly, parse_param, run_sql
+    from usagebox_cli.engines.sqlite.readonly import TABLE_ROW_CAP, check_timeout, open_readonly, parse_param, run_sql
 
     fmt = output_format(fmt, as_json)
     params = dict(parse_param(item) for item in param or [])
@@ -177,7 +177,7 @@ def accounts(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = Fa
     """
     from usagebox_cli import render
     from usagebox_cli.ops.accounts import ACCOUNT_COLUMNS, list_accounts, meter_rows
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     fmt = output_format(fmt, as_json)
     doc = list_accounts(connect(db_path(ctx, db), create=False))
@@ -214,7 +214,7 @@ def export(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.export import export as run_export
     from usagebox_cli.paths import open_output
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timewindow import resolve
 
     if fmt not in ("ndjson", "csv"):

@@ -36,7 +36,7 @@ def report(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.report import report as run_report
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)

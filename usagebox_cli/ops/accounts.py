@@ -13,7 +13,7 @@ import sqlite3
 from typing import Optional
 
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store import accounts as store
+from usagebox_cli.engines.sqlite import accounts as store
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import Window
 

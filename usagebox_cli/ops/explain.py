@@ -19,8 +19,8 @@ from usagebox_cli import exactjson
 from usagebox_cli.errors import Refused
 from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.connection import read_snapshot
-from usagebox_cli.store.planner import UsageQuery, usage
+from usagebox_cli.engines.sqlite.connection import read_snapshot
+from usagebox_cli.engines.sqlite.planner import UsageQuery, usage
 from usagebox_cli.timefmt import format_instant, format_ts
 from usagebox_cli.timewindow import Window, from_us, next_month
 

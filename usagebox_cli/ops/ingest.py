@@ -28,8 +28,8 @@ from usagebox_cli.ops.ingest_reader import read_sources
 from usagebox_cli.ops.provenance import committed_since, last_segment_id
 from usagebox_cli.paths import check_output, database_file
 from usagebox_cli.sources import FORMATS, Source, SourceReadError
-from usagebox_cli.store.connection import begin_immediate, connect, refuse_read_only, retry_busy, write_error
-from usagebox_cli.store.writer import IngestPolicy, IngestWriter
+from usagebox_cli.engines.sqlite.connection import begin_immediate, connect, refuse_read_only, retry_busy, write_error
+from usagebox_cli.engines.sqlite.writer import IngestPolicy, IngestWriter
 from usagebox_cli.timefmt import format_ts, now_us
 
 COMMIT_LINES = 250_000  # USAGEBOX_COMMIT_LINES overrides it

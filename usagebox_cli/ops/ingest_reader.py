@@ -34,7 +34,7 @@ from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize, unst
 from usagebox_cli.paths import sqlite_uri
 from usagebox_cli.readers import READERS
 from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, SourceReadError, iter_lines
-from usagebox_cli.store.writer import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
+from usagebox_cli.engines.sqlite.writer import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
 
 BATCH_LINES = 5_000
 # Set to False to parse in the calling process (tests use it to cover both paths).

@@ -23,7 +23,7 @@ from usagebox_cli import money
 from usagebox_cli.errors import Refused
 from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.connection import write_transaction
+from usagebox_cli.engines.sqlite.connection import write_transaction
 from usagebox_cli.timefmt import format_ts, now_us
 from usagebox_cli.timewindow import month_start, next_month, parse_period
 from datetime import timezone
@@ -63,7 +63,7 @@ def priced_lines(conn: sqlite3.Connection, book, account: str, start: int, end: 
     """Cost and unpriced quantity per (meter_id, model_id, unit) of an account's events in ``[start, end)``
     with ``after_seq < seq <= upto_seq``, read raw and priced per series and per span between price changes."""
     from usagebox_cli.ops.pricing import pricer
-    from usagebox_cli.store.planner import Series
+    from usagebox_cli.engines.sqlite.planner import Series
 
     price = pricer(book)
     edges = [start] + [c for c in book.cuts if start < c < end] + [end]

@@ -312,7 +312,7 @@ def priced_usage(conn: sqlite3.Connection, query, book: PriceBook, compare: Opti
     With ``compare`` (a what-if): every group also carries ``compare_cost``,
     ``compare_unpriced_sum`` and ``cost_change = cost - compare_cost``.
     """
-    from usagebox_cli.store.planner import usage
+    from usagebox_cli.engines.sqlite.planner import usage
 
     doc = usage(conn, query, rate_of=pricer(book))
     out = {"currency": book.currency}

@@ -8,7 +8,7 @@ from typing import Any, Optional, Union
 
 from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.store.planner import check_known_keys, METRICS, UsageQuery, usage
+from usagebox_cli.engines.sqlite.planner import check_known_keys, METRICS, UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve
 
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Optional
 
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.store.planner import UsageQuery, usage
+from usagebox_cli.engines.sqlite.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window
 
 KINDS = ("daily", "weekly", "monthly", "session", "blocks")

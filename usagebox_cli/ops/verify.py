@@ -17,8 +17,8 @@ from typing import Callable, NamedTuple, Optional
 from usagebox_cli import exactjson
 from usagebox_cli.errors import Refused
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.connection import read_snapshot, write_transaction
-from usagebox_cli.store.planner import Series, UsageQuery, aggregate
+from usagebox_cli.engines.sqlite.connection import read_snapshot, write_transaction
+from usagebox_cli.engines.sqlite.planner import Series, UsageQuery, aggregate
 from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Buckets, Window
 
 MAX_NAMED_CELLS = 20
@@ -281,7 +281,7 @@ def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, gro
     naming what SQLite found, and no other check's numbers are reported.
     """
     if group_by is not None:
-        from usagebox_cli.store.planner import check_keys, check_known_keys
+        from usagebox_cli.engines.sqlite.planner import check_keys, check_known_keys
 
         check_keys([group_by], {})
         check_known_keys(conn, [group_by])

@@ -53,7 +53,7 @@ def connect(path: str | os.PathLike, *, create: bool = True, notice: Optional[Ca
     ``create`` also initialises an existing empty file, saying so through
     ``notice``.
     """
-    from usagebox_cli.store import migrations
+    from usagebox_cli.engines.sqlite import migrations
 
     path = str(path)
     if path == ":memory:":
@@ -121,7 +121,7 @@ def _open(path: str) -> tuple[Database, str]:
     A read-only one when the file or its folder cannot be written: readers
     work, and a write is refused by name (``refuse_read_only``).
     """
-    from usagebox_cli.store import migrations
+    from usagebox_cli.engines.sqlite import migrations
 
     try:
         conn = sqlite3.connect(sqlite_uri(path, mode="rw"), uri=True, isolation_level=None,
@@ -155,7 +155,7 @@ def _open(path: str) -> tuple[Database, str]:
 
 
 def _identify(conn: sqlite3.Connection, path: str) -> str:
-    from usagebox_cli.store import migrations
+    from usagebox_cli.engines.sqlite import migrations
 
     try:
         return migrations.check_file(conn, path)
@@ -210,7 +210,7 @@ def _create(path: str) -> None:
     supported, the database is made in place (migration is one transaction
     and re-checks the version under the write lock, so that is safe too).
     """
-    from usagebox_cli.store import migrations
+    from usagebox_cli.engines.sqlite import migrations
 
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")

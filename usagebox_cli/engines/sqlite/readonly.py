@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any, Iterator, Optional
 
 from usagebox_cli.errors import CannotRun, Refused
-from usagebox_cli.store.connection import connect
+from usagebox_cli.engines.sqlite.connection import connect
 
 ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
@@ -105,8 +105,8 @@ class _Authorizer:
 def open_readonly(path: str) -> sqlite3.Connection:
     from usagebox_cli.errors import NotADatabase
     from usagebox_cli.paths import database_kind
-    from usagebox_cli.store import migrations
-    from usagebox_cli.store.connection import EMPTY_HINT, database_error
+    from usagebox_cli.engines.sqlite import migrations
+    from usagebox_cli.engines.sqlite.connection import EMPTY_HINT, database_error
 
     kind = database_kind(path)  # before any open: a FIFO would block it forever
     if kind == "missing":
@@ -134,7 +134,7 @@ def open_readonly(path: str) -> sqlite3.Connection:
 
 
 def _ro(path: str) -> sqlite3.Connection:
-    from usagebox_cli.store.connection import open_read_only
+    from usagebox_cli.engines.sqlite.connection import open_read_only
 
     return open_read_only(path)
 

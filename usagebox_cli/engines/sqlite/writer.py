@@ -36,7 +36,7 @@ from usagebox_cli.events import (
     complete_retraction,
 )
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.migrations import series_identity
+from usagebox_cli.engines.sqlite.migrations import series_identity
 from usagebox_cli.timefmt import format_ts
 
 FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
