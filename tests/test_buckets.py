@@ -29,7 +29,7 @@ from tests.test_read_properties import (
     DIM_KEYS, FIRST_CLASS, TIME_KEYS, Ev, _ev, build_database, check, event_sets, iso,
 )
 from usagebox_cli.ops.verify import verify
-from usagebox_cli.engines.sqlite.planner import UsageQuery, usage
+from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window
 
 pytestmark = pytest.mark.usefixtures("parse_inline")

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.ingest import IngestOptions, ingest
 from usagebox_cli.engines.sqlite.connection import connect
-from usagebox_cli.engines.sqlite.planner import UsageQuery, usage
+from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve
 
 pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline

@@ -87,6 +87,31 @@ class Event(NamedTuple):
         return self[1:]
 
 
+def event_document(event: Event) -> dict:
+    """The canonical payload as a JSON-ready document (exact quantity, fixed-width UTC time).
+
+    The one event → document rule: the conflict log, ``export`` and
+    ``explain`` all write an event this way.
+    """
+    from usagebox_cli import exactjson
+    from usagebox_cli.quantity import from_scaled
+    from usagebox_cli.timefmt import format_ts
+
+    return {
+        "event_id": event.event_id,
+        "account_id": event.account_id,
+        "meter_id": event.meter_id,
+        "model_id": event.model_id,
+        "product_id": event.product_id,
+        "unit": event.unit,
+        "quantity": None if event.quantity is None else from_scaled(event.quantity),
+        "timestamp": None if event.ts_us is None else format_ts(event.ts_us),
+        "kind": KIND_NAMES[event.kind],
+        "correction_ref": event.correction_ref,
+        "dimensions": None if event.dimensions is None else exactjson.loads(event.dimensions),
+    }
+
+
 class ParsedLine(NamedTuple):
     """One structurally valid line.
 

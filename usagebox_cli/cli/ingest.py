@@ -68,10 +68,10 @@ def sources(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = Fal
     """
     from usagebox_cli import render
     from usagebox_cli.ops.provenance import SOURCE_COLUMNS, list_sources
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    records = list_sources(connect(db_path(ctx, db), create=False))
+    records = list_sources(open_engine(db_path(ctx, db), create=False))
     columns = SOURCE_COLUMNS if fmt != "table" else ("segment_id", "path", "sha256", "status", "lines", "accepted", "duplicates", "conflicts", "rejected")
     render.rows(records, columns, fmt, title="Ingested sources", row_key="sources")
 
@@ -90,9 +90,9 @@ def conflicts(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.provenance import CONFLICT_COLUMNS, list_conflicts
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    records = list_conflicts(connect(db_path(ctx, db), create=False), event_id)
+    records = list_conflicts(open_engine(db_path(ctx, db), create=False), event_id)
     columns = CONFLICT_COLUMNS if fmt != "table" else ("conflict_id", "event_id", "source", "line", "differences", "detected_at")
     render.rows(records, columns, fmt, title="Conflicts", row_key="conflicts")

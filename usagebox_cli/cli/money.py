@@ -53,7 +53,7 @@ def budget(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.budget import BUDGET_COLUMNS, evaluate, load_budgets, unknown_scopes
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timefmt import now_us
     from usagebox_cli.timewindow import resolve, zone, parse_instant_arg
 
@@ -68,7 +68,7 @@ def budget(
         raise CannotRun(f"--burn-window {burn_window!r} must be a positive count and a unit: s, m, h, d or w (e.g. 10m, 1h)") from None
     burn_us = window.end_us - window.start_us
     plan, book = load_budgets(budgets), load_price_book(prices)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     unknown = unknown_scopes(conn, plan)
     for warning in unknown:
         render.notice(f"warning: {warning}; its spend is 0 and can never cross a limit")
@@ -119,12 +119,12 @@ def margin(
     from usagebox_cli import render
     from usagebox_cli.ops.margin import MARGIN_COLUMNS, margin as run_margin
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     window = resolve(start, end, period, last, tz)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     doc = run_margin(conn, load_price_book(cost_prices), by, window, account,
                      load_price_book(charge_prices) if charge_prices else None, revenue)
     columns = (by,) + MARGIN_COLUMNS
@@ -171,7 +171,7 @@ def reconcile(
     from usagebox_cli.ops.pricing import load_price_book
     from usagebox_cli.ops.reconcile import beyond_tolerance, reconcile as run_reconcile, write_corrections
     from usagebox_cli.paths import check_output
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
@@ -182,7 +182,7 @@ def reconcile(
         except InvalidOperation:
             raise CannotRun(f"--tolerance {tolerance!r} must be a percent, e.g. 0.5") from None
     window = resolve(start, end, period, last, tz)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     if corrections_out:
         check_output(corrections_out, "--corrections-out", db=conn, inputs=(invoice, prices))
     doc, needs = run_reconcile(conn, account, invoice, list(by or []), window,

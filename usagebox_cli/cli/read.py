@@ -73,13 +73,13 @@ def usage(
     from usagebox_cli import render
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import run_usage
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     needs_prices(fail_on_unpriced, prices)
     window = resolve(start, end, period, last, tz)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     doc, metric_names = run_usage(conn, account, window, list(group_by or []), parse_filters(filters), source, metric, prices,
                                   compare_prices)
     render_usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
@@ -113,12 +113,12 @@ def query(
     """
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import load_query_document, run_query
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
     needs_prices(fail_on_unpriced, prices)
     document = load_query_document(file, json_text)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     doc, group_by, metric_names = run_query(conn, document, prices)
     render_usage(doc, group_by, metric_names, fmt, "Query")
     exit_if_unpriced(doc["groups"], fail_on_unpriced)
@@ -147,15 +147,15 @@ def sql(
 
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
-    from usagebox_cli.engines.sqlite.readonly import TABLE_ROW_CAP, check_timeout, open_readonly, parse_param, run_sql
+    from usagebox_cli.engines import open_engine
+    from usagebox_cli.engines.sqlite.readonly import TABLE_ROW_CAP, check_timeout, parse_param
 
     fmt = output_format(fmt, as_json)
     params = dict(parse_param(item) for item in param or [])
     if limit is not None and limit < 0:
         raise CannotRun("--limit must not be negative")
     check_timeout(timeout)
-    conn = open_readonly(db_path(ctx, db))
-    result = run_sql(conn, statement, params, timeout)
+    result = open_engine(db_path(ctx, db), sandbox=True).run_sql(statement, params, timeout)
     if fmt != "table":
         render.stream_rows(result.columns, islice(result.rows, limit) if limit is not None else result.rows, fmt)
         return
@@ -177,10 +177,10 @@ def accounts(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = Fa
     """
     from usagebox_cli import render
     from usagebox_cli.ops.accounts import ACCOUNT_COLUMNS, list_accounts, meter_rows
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    doc = list_accounts(connect(db_path(ctx, db), create=False))
+    doc = list_accounts(open_engine(db_path(ctx, db), create=False))
     if fmt == "json":
         render.document(doc)
     else:
@@ -214,13 +214,13 @@ def export(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.export import export as run_export
     from usagebox_cli.paths import open_output
-    from usagebox_cli.engines.sqlite.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     if fmt not in ("ndjson", "csv"):
         raise CannotRun(f"export --format must be ndjson or csv, not {fmt!r}")
     window = resolve(start, end, period, last, tz, default="all")
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     if output:
         with open_output(output, "-o", db=conn, newline="") as handle:
             count = run_export(conn, handle, fmt, account, window, excel_safe)

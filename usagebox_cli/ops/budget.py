@@ -19,7 +19,7 @@ from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.pricing import PriceBook, _amount, load_toml, pricer
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.engines.sqlite.planner import UsageQuery, aggregate, select_series
+from usagebox_cli.ops.planner import UsageQuery, aggregate, select_series
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import HOUR_US, Window, from_us, month_start, next_month
 

@@ -23,7 +23,6 @@ import os
 import pickle
 import re
 import signal
-import sqlite3
 import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -31,10 +30,10 @@ from typing import Iterator, Optional
 from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun, UsageboxError
 from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize, unstorable_text
-from usagebox_cli.paths import sqlite_uri
+from usagebox_cli.engines import fingerprint_lookup
 from usagebox_cli.readers import READERS
 from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, SourceReadError, iter_lines
-from usagebox_cli.engines.sqlite.writer import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
+from usagebox_cli.ops.ingest_rules import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
 
 BATCH_LINES = 5_000
 # Set to False to parse in the calling process (tests use it to cover both paths).
@@ -122,18 +121,11 @@ class _Fingerprints:
 
     def __init__(self, db_path: str | None, extra_mode: str, assume_utc: bool):
         self.prefix = f"{extra_mode}|{int(assume_utc)}|".encode()
-        self.conn = None
-        if db_path:
-            try:
-                self.conn = sqlite3.connect(sqlite_uri(db_path, mode="ro"), uri=True, check_same_thread=False)
-                self.conn.execute("PRAGMA busy_timeout = 5000")
-            except sqlite3.Error:
-                self.conn = None
+        self.lookup = fingerprint_lookup(db_path)
         self.misses = 0
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        self.lookup.close()
 
     def classify(self, lines: list[tuple[int, bytes]], extra_mode: str, assume_utc: bool) -> list[Item]:
         prefix = self.prefix
@@ -144,13 +136,13 @@ class _Fingerprints:
         ]
         stored: dict = {}
         ids: list = [None] * len(lines)
-        if self.conn is not None and (self.misses == 0 or self.misses % self.PROBE_EVERY == 0):
+        if self.lookup.available and (self.misses == 0 or self.misses % self.PROBE_EVERY == 0):
             search = self.EVENT_ID.search
             for position, (_, raw) in enumerate(lines):
                 found = search(raw)
                 if found is not None:
                     ids[position] = found.group(1).decode("utf-8", "replace")
-            stored = self._stored([i for i in ids if i is not None])
+            stored = self.lookup.stored([i for i in ids if i is not None])
         self.misses = 0 if stored else self.misses + 1
         items: list[Item] = []
         for (line, raw), fingerprint, event_id in zip(lines, fingerprints, ids):
@@ -159,19 +151,6 @@ class _Fingerprints:
             else:
                 items.append((line, parse_ndjson_line(raw, extra_mode, assume_utc, fingerprint)))
         return items
-
-    def _stored(self, event_ids: list[str]) -> dict:
-        if not event_ids:
-            return {}
-        try:
-            (found,) = self.conn.execute(  # type: ignore[union-attr]
-                "SELECT json_group_object(event_id, fingerprint) FROM events"
-                " WHERE event_id IN (SELECT value FROM json_each(?)) AND fingerprint IS NOT NULL",
-                (json.dumps(event_ids),),
-            ).fetchone()
-        except sqlite3.Error:
-            return {}  # the fast path is an optimisation; the writer decides anyway
-        return json.loads(found)
 
 
 def _agent_items(source: Source, context) -> Iterator[list[Item]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import tomllib
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from decimal import Decimal
 from typing import Any, Optional
 
 from usagebox_cli import money as money_rules
+from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import exact_text
@@ -306,13 +306,13 @@ def rules_in_window(book: PriceBook, series, start_us: int, end_us: int) -> set:
     return {rule_of(book, series, at) for at in starts}
 
 
-def priced_usage(conn: sqlite3.Connection, query, book: PriceBook, compare: Optional[PriceBook] = None) -> dict:
+def priced_usage(conn: Engine, query, book: PriceBook, compare: Optional[PriceBook] = None) -> dict:
     """``usage`` with ``cost`` and ``unpriced_sum`` in every group and ``currency`` in the document.
 
     With ``compare`` (a what-if): every group also carries ``compare_cost``,
     ``compare_unpriced_sum`` and ``cost_change = cost - compare_cost``.
     """
-    from usagebox_cli.engines.sqlite.planner import usage
+    from usagebox_cli.ops.planner import usage
 
     doc = usage(conn, query, rate_of=pricer(book))
     out = {"currency": book.currency}

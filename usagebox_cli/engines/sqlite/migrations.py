@@ -21,6 +21,7 @@ import sqlite3
 from typing import Callable
 
 from usagebox_cli.errors import CannotRun, NotADatabase
+from usagebox_cli.engines.sqlite.transactions import APPLICATION_ID, write_transaction
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 migration = MIGRATIONS.append
@@ -331,7 +332,6 @@ def m005_frozen_cost(conn: sqlite3.Connection) -> None:
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
-    from usagebox_cli.engines.sqlite.connection import APPLICATION_ID, write_transaction
 
     version, app_id, tables = _identity(conn)
     if version == len(MIGRATIONS) and app_id == APPLICATION_ID:
@@ -389,7 +389,6 @@ def _identity(conn: sqlite3.Connection) -> tuple[int, int, int]:
 
 
 def _check_ours(conn: sqlite3.Connection, path: str, version: int, app_id: int, tables: int) -> str:
-    from usagebox_cli.engines.sqlite.connection import APPLICATION_ID
 
     if app_id == APPLICATION_ID:
         if version > len(MIGRATIONS):

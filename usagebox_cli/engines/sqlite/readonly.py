@@ -31,7 +31,6 @@ from decimal import Decimal
 from typing import Any, Iterator, Optional
 
 from usagebox_cli.errors import CannotRun, Refused
-from usagebox_cli.engines.sqlite.connection import connect
 
 ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
@@ -100,43 +99,6 @@ class _Authorizer:
         if self.denied is None or (self.denied in ("insert", "update", "delete") and what not in ("insert", "update", "delete")):
             self.denied = what
         return sqlite3.SQLITE_DENY
-
-
-def open_readonly(path: str) -> sqlite3.Connection:
-    from usagebox_cli.errors import NotADatabase
-    from usagebox_cli.paths import database_kind
-    from usagebox_cli.engines.sqlite import migrations
-    from usagebox_cli.engines.sqlite.connection import EMPTY_HINT, database_error
-
-    kind = database_kind(path)  # before any open: a FIFO would block it forever
-    if kind == "missing":
-        raise CannotRun(f"no usagebox database at {path}", hint="ingest events first, or pass --db / set USAGEBOX_DB")
-    if kind == "empty":
-        raise NotADatabase(f"{path} is an empty file, not a usagebox database", hint=EMPTY_HINT)
-    # Only a read-only connection touches the file: even closing a read-write
-    # one could checkpoint a WAL left by a killed process into the database.
-    conn = _ro(path)
-    try:
-        if migrations.check_file(conn, path) == "blank":
-            raise NotADatabase(f"{path} is an empty SQLite file, not a usagebox database", hint=EMPTY_HINT)
-        behind = conn.execute("PRAGMA user_version").fetchone()[0] < len(migrations.MIGRATIONS)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise database_error(path, exc) from None
-    except BaseException:
-        conn.close()
-        raise
-    if behind:  # an older schema: upgrade it once (a write), then read
-        conn.close()
-        connect(path, create=False).close()
-        conn = _ro(path)
-    return conn
-
-
-def _ro(path: str) -> sqlite3.Connection:
-    from usagebox_cli.engines.sqlite.connection import open_read_only
-
-    return open_read_only(path)
 
 
 def parse_param(item: str) -> tuple[str, Any]:
