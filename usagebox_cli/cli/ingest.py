@@ -6,16 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app, db_path, output_format
+from usagebox_cli.cli.app import app, db_path, output_format
 from usagebox_cli.cli.options import DbOpt, FormatOpt, JsonOpt
-from usagebox_cli.readers import NAMES as AGENT_FORMATS
+from usagebox_cli.readers import format_help
 
 
 @app.command()
 def ingest(
     ctx: typer.Context,
     files: Annotated[Optional[list[str]], typer.Argument(help="NDJSON or CSV files (.gz too); - or nothing reads stdin. Agent logs: files or folders; nothing reads the agent's own folders.", show_default=False)] = None,
-    input_format: Annotated[str, typer.Option("--input-format", help=f"auto, ndjson, csv, or an agent log: {', '.join(AGENT_FORMATS)}.")] = "auto",
+    input_format: Annotated[str, typer.Option("--input-format", help=format_help())] = "auto",
     extra: Annotated[str, typer.Option("--extra", help="Unknown top-level fields: reject, dimensions or ignore.")] = "reject",
     assume_utc: Annotated[bool, typer.Option("--assume-utc", help="Read timestamps without an offset as UTC.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; commit nothing.")] = False,

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app, db_path, output_format
+from usagebox_cli.cli.app import app, db_path, output_format
 from usagebox_cli.cli.options import (
     DbOpt, FailOnUnpricedOpt, FilterOpt, FormatOpt, FromOpt, GroupByOpt, JsonOpt, LastOpt, PeriodOpt, PricesOpt, SourceOpt, ToOpt,
     TzOpt,
@@ -147,15 +147,14 @@ def sql(
 
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
-    from usagebox_cli.engines import open_engine
-    from usagebox_cli.engines.sqlite.readonly import TABLE_ROW_CAP, check_timeout, parse_param
+    from usagebox_cli.ops.sql import TABLE_ROW_CAP, check_timeout, parse_param, run_sql
 
     fmt = output_format(fmt, as_json)
     params = dict(parse_param(item) for item in param or [])
     if limit is not None and limit < 0:
         raise CannotRun("--limit must not be negative")
     check_timeout(timeout)
-    result = open_engine(db_path(ctx, db), sandbox=True).run_sql(statement, params, timeout)
+    result = run_sql(db_path(ctx, db), statement, params, timeout)
     if fmt != "table":
         render.stream_rows(result.columns, islice(result.rows, limit) if limit is not None else result.rows, fmt)
         return

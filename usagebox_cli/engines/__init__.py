@@ -8,12 +8,18 @@ an engine only through the operations it needs.
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import CannotRun
 
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def default_db() -> str:
+    """``--db`` when none is given: ``$USAGEBOX_DB``, else ``./usagebox.db``."""
+    return os.environ.get("USAGEBOX_DB") or "usagebox.db"
 
 
 def is_postgres(db: str) -> bool:

@@ -30,7 +30,7 @@ from usagebox_cli.ops.ingest_reader import read_sources
 from usagebox_cli.ops.ingest_rules import Counts, IngestPolicy
 from usagebox_cli.ops.provenance import committed_since
 from usagebox_cli.paths import check_output
-from usagebox_cli.sources import FORMATS, Source, SourceReadError
+from usagebox_cli.sources import Source, SourceReadError
 from usagebox_cli.timefmt import format_ts, now_us
 
 COMMIT_LINES = 250_000  # USAGEBOX_COMMIT_LINES overrides it
@@ -94,6 +94,8 @@ def open_sources(paths: list[str], input_format: str) -> list[Source]:
         for source in sources:
             source.open()
             opened.append(source)
+            if source.input_format == "auto":
+                source.input_format = readers.detect(source.path, source.head)
     except BaseException:
         for source in opened:
             source.close()
@@ -169,14 +171,14 @@ def _prepare(options: IngestOptions, paths: list[str]) -> tuple[int, list[str], 
     (agent-log folders expanded to their files) and the agent readers' context."""
     if options.extra_mode not in EXTRA_MODES:
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
-    if options.input_format not in FORMATS:
-        raise CannotRun(f"--input-format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+    if options.input_format not in readers.FORMATS:
+        raise CannotRun(readers.unknown_format(options.input_format))
     context = None
     if options.input_format in readers.READERS:
         context = readers.context(options.account, options.host)
         paths = readers.expand(options.input_format, paths)
     elif options.account is not None or options.host is not None:
-        raise CannotRun("--account and --host are for agent logs (--input-format claude-code or codex)")
+        raise CannotRun(f"--account and --host are for agent logs (--input-format {' or '.join(readers.NAMES)})")
     lines_per_commit = commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
     return lines_per_commit, paths, context
 

@@ -32,7 +32,8 @@ from usagebox_cli.errors import CannotRun, UsageboxError
 from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize, unstorable_text
 from usagebox_cli.engines import fingerprint_lookup
 from usagebox_cli.readers import READERS
-from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, SourceReadError, iter_lines
+from usagebox_cli.readers.csv import CsvRows
+from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, Source, SourceReadError, iter_lines
 from usagebox_cli.ops.ingest_rules import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
 
 BATCH_LINES = 5_000

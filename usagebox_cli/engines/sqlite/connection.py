@@ -29,10 +29,6 @@ from usagebox_cli.engines.sqlite.transactions import (  # noqa: F401  (the names
 CACHE_KIB = int(os.environ.get("USAGEBOX_CACHE_KIB", "65536"))  # page cache: 64 MiB keeps peak RSS under 300 MB (measured)
 
 
-def default_path() -> str:
-    return os.environ.get("USAGEBOX_DB") or "usagebox.db"
-
-
 class Database(sqlite3.Connection, SQLiteEngine):
     """A connection that is the SQLite engine, and knows whether it may write, so a write can be refused by name.
 
