@@ -23,7 +23,7 @@ from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from usagebox_cli.fields import (  # noqa: F401  (re-exported: the event vocabulary)
-    CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CODES, KIND_NAMES, RETRACTION, USAGE,
+    CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CODES, KIND_NAMES, RETRACTION, USAGE, dimension_text,
 )
 from usagebox_cli.quantity import QuantityError, to_scaled
 from usagebox_cli.timefmt import EPOCH, MAX_TS_US, ONE_US, InstantError, parse_rfc3339  # noqa: F401
@@ -220,15 +220,12 @@ def _canonical_dimensions(dimensions: dict[str, Any]) -> str:
             if key in FIELD_SET:
                 raise EventInvalid(f"dimension key {key!r} repeats a top-level field name")
             _known_dimension_keys.add(key)
-        kind = type(value)
-        if kind is bool:
-            value = "true" if value else "false"
-        elif kind is int:
-            value = str(value)
-        elif kind is not str:
+        text = dimension_text(value)
+        if text is None:
             raise EventInvalid(
                 f"dimension {key!r} must be a string, integer or boolean, got {_json_type(value)}"
             )
+        value = text
         if len(value) > MAX_DIMENSION_VALUE:
             raise EventInvalid(f"dimension {key!r} is longer than {MAX_DIMENSION_VALUE} characters")
         clean[key] = value

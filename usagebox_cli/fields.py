@@ -18,3 +18,20 @@ FIELDS = (
 )
 FIELD_SET = frozenset(FIELDS)
 DIMENSION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def dimension_text(value) -> "str | None":
+    """The one canonical form of a dimension value, for events, price rules and budget caps alike.
+
+    A string as it is, an integer in decimal, a boolean as ``true``/``false``;
+    None for anything else (a fraction, a table, an array), which the caller
+    refuses with its own where-and-why.
+    """
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    return None

@@ -17,7 +17,7 @@ from fractions import Fraction
 
 from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.ops.pricing import PriceBook, _amount, load_toml, pricer
+from usagebox_cli.ops.pricing import PriceBook, _amount, dimension_value, dimensions_table, load_toml, pricer
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.ops.planner import UsageQuery, aggregate, select_series
 from usagebox_cli.timefmt import format_instant
@@ -79,9 +79,11 @@ def load_budgets(path: str) -> list[Budget]:
             scope: dict[str, list[str]] = {}
             for key in ("meter_id", "model_id"):
                 if key in cap:
-                    scope[key] = [str(cap[key])]
-            for key, value in (cap.get("dimensions") or {}).items():
-                scope[key] = [str(value).lower() if isinstance(value, bool) else str(value)]
+                    if not isinstance(cap[key], str):
+                        raise CannotRun(f"{cap_where}: {key} must be a string")
+                    scope[key] = [cap[key]]
+            for key, value in dimensions_table(cap.get("dimensions", {}), cap_where).items():
+                scope[key] = [dimension_value(key, value, cap_where)]
             if not scope:
                 raise CannotRun(f"{cap_where}: give a scope: meter_id, model_id or dimensions = {{KEY = VALUE}}")
             label = ",".join(f"{k}={v[0]}" for k, v in scope.items())
