@@ -23,15 +23,15 @@ from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from usagebox_cli.fields import (  # noqa: F401  (re-exported: the event vocabulary)
-    CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CODES, KIND_NAMES, RETRACTION, USAGE, dimension_text,
+    CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CHOICES, KIND_CODES, KIND_NAMES, RETRACTION, USAGE, dimension_text,
 )
 from usagebox_cli.quantity import QuantityError, to_scaled
-from usagebox_cli.timefmt import EPOCH, MAX_TS_US, ONE_US, InstantError, parse_rfc3339  # noqa: F401
+from usagebox_cli.timefmt import EPOCH, HOUR_US, MAX_TS_US, ONE_US, InstantError, parse_rfc3339  # noqa: F401
 
 MAX_DIMENSIONS = 16
 MAX_DIMENSION_VALUE = 256
 
-US_PER_HOUR = 3_600_000_000
+US_PER_HOUR = HOUR_US  # the readers' name for it
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 # [0-9], not \d: Decimal() reads any Unicode digit ("\u0661\u0660\u0660", fullwidth "\uff15").
@@ -266,7 +266,7 @@ def normalize(record: dict[str, Any], extra_mode: str = "reject", assume_utc: bo
     kind_text = get("kind")
     kind = USAGE if kind_text is None else KIND_CODES.get(kind_text.lower())
     if kind is None:
-        raise EventInvalid(f"'kind' {kind_text!r} must be Usage, Correction or Retraction")
+        raise EventInvalid(f"'kind' {kind_text!r} must be {KIND_CHOICES}")
     quantity = get("quantity")
     if quantity is not None:
         quantity = parse_quantity(quantity)

@@ -11,6 +11,7 @@ import re
 USAGE, CORRECTION, RETRACTION = 0, 1, 2
 KIND_NAMES = ("Usage", "Correction", "Retraction")
 KIND_CODES = {name.lower(): code for code, name in enumerate(KIND_NAMES)}
+KIND_CHOICES = f"{', '.join(KIND_NAMES[:-1])} or {KIND_NAMES[-1]}"  # for messages: "Usage, Correction or Retraction"
 
 FIELDS = (
     "event_id", "account_id", "meter_id", "model_id", "product_id", "unit",

@@ -21,7 +21,7 @@ from usagebox_cli.ops.pricing import PriceBook, _amount, dimension_value, dimens
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.ops.planner import UsageQuery, aggregate, select_series
 from usagebox_cli.timefmt import format_instant
-from usagebox_cli.timewindow import HOUR_US, Window, from_us, month_start, next_month
+from usagebox_cli.timewindow import HOUR_US, Window, from_us, month_span
 
 BUDGET_COLUMNS = ("account_id", "scope", "spend", "budget", "pct", "headroom", "burn_per_hour", "projected_hard_at", "status", "unpriced_sum")
 SCOPE_KEYS = ("meter_id", "model_id", "dimensions")
@@ -121,8 +121,7 @@ def unknown_scopes(conn, budgets: list[Budget]) -> list[str]:
 def evaluate(conn, budgets: list[Budget], book: PriceBook, at_us: int, burn_window_us: int) -> dict:
     rate_of = pricer(book)
     local = from_us(at_us, timezone.utc)
-    start = month_start(local.year, local.month, timezone.utc)
-    end = month_start(*next_month(local.year, local.month), timezone.utc)
+    start, end = month_span(local.year, local.month, timezone.utc)
     month = Window(start, at_us)
     recent = Window(max(start, at_us - burn_window_us), at_us)
     rows = []

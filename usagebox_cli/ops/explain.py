@@ -20,7 +20,7 @@ from usagebox_cli.events import Event, event_document
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timefmt import format_instant, format_ts
-from usagebox_cli.timewindow import Window, from_us, next_month
+from usagebox_cli.timewindow import Window, from_us, months as calendar_months
 
 def _event_record(row: tuple) -> dict:
     (seq, event_id, account, meter, model, product, unit, quantity, ts, kind, ref, dims, path, sha, line, ingested) = row
@@ -64,14 +64,14 @@ def _periods_touched(engine, account: str, window: Window) -> list[dict]:
     if window.end_us > window.start_us:
         first = from_us(window.start_us, timezone.utc)
         last = from_us(window.end_us - 1, timezone.utc)
-        year, month = first.year, first.month
-        while (year, month) <= (last.year, last.month) and len(months) < 240:
+        for year, month in calendar_months((first.year, first.month), (last.year, last.month)):
+            if len(months) >= 240:
+                break
             label = f"{year:04d}-{month:02d}"
             if label not in months:
                 doc = period_document(engine, account, label)
                 if doc["event_count"]:
                     months.add(label)
-            year, month = next_month(year, month)
     out = []
     for label in sorted(months):
         doc = period_document(engine, account, label)

@@ -23,7 +23,7 @@ from usagebox_cli.errors import Refused
 from usagebox_cli.fields import KIND_NAMES
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.timefmt import format_ts, now_us
-from usagebox_cli.timewindow import month_start, next_month, parse_period
+from usagebox_cli.timewindow import month_span, parse_period
 from datetime import timezone
 
 PERIOD_COLUMNS = ("account_id", "period", "status", "closed_at", "watermark", "frozen_quantity",
@@ -32,7 +32,7 @@ PERIOD_COLUMNS = ("account_id", "period", "status", "closed_at", "watermark", "f
 
 def month_bounds(period: str) -> tuple[int, int]:
     year, month = parse_period(period)
-    return month_start(year, month, timezone.utc), month_start(*next_month(year, month), timezone.utc)
+    return month_span(year, month, timezone.utc)
 
 
 def _snapshot(engine, account: str, start: int, end: int, watermark: Optional[int]) -> tuple[int, int, list[tuple]]:

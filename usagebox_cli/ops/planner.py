@@ -27,10 +27,10 @@ from typing import Any, Iterable, Optional
 
 from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.fields import DIMENSION_KEY, KIND_NAMES
+from usagebox_cli.fields import DIMENSION_KEY, KIND_CHOICES, KIND_CODES, KIND_NAMES
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.timefmt import format_instant
-from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Buckets, Window
+from usagebox_cli.timewindow import DAY_US, HOUR_US, TIME_BUCKETS, Buckets, Window
 
 FIRST_CLASS_KEYS = ("account_id", "meter_id", "model_id", "product_id", "unit", "kind")
 METRICS = ("sum", "count", "min", "max", "avg")
@@ -161,12 +161,11 @@ def select_series(engine, accounts: Optional[list[str]], filters: dict[str, list
 
 def _filter_values(key: str, values: list[str]) -> set:
     if key == "kind":
-        names = {name.lower(): name for name in KIND_NAMES}
         out = set()
         for value in values:
-            if value.lower() not in names:
-                raise CannotRun(f"--filter kind={value}: kind is Usage, Correction or Retraction")
-            out.add(names[value.lower()])
+            if value.lower() not in KIND_CODES:
+                raise CannotRun(f"--filter kind={value}: kind is {KIND_CHOICES}")
+            out.add(KIND_NAMES[KIND_CODES[value.lower()]])
         return out
     return set(values)
 
@@ -256,7 +255,7 @@ def _tier(query: UsageQuery, buckets: Buckets, rate_of, use_daily: bool = True, 
     return Tier(base=base, daily=use_daily and base and utc_days and query.source == "rollup")
 
 
-_DAY_HOURS = 24
+_DAY_HOURS = DAY_US // HOUR_US
 
 
 def _partials(engine, query: UsageQuery, buckets: Buckets, series_ids: list[int], tier: Tier):

@@ -30,7 +30,7 @@ from typing import Any, Optional
 from usagebox_cli import money as money_rules
 from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import CannotRun, Refused
-from usagebox_cli.fields import KIND_NAMES, dimension_text
+from usagebox_cli.fields import KIND_CHOICES, KIND_CODES, KIND_NAMES, dimension_text
 from usagebox_cli.quantity import exact_text
 from usagebox_cli.timefmt import format_instant
 
@@ -222,10 +222,9 @@ def parse_price_book(raw: bytes, path: str) -> PriceBook:
                 if not isinstance(value, str):
                     raise CannotRun(f"{where}: {key} must be a string")
                 if key == "kind":
-                    canonical = {n.lower(): n for n in KIND_NAMES}.get(value.lower())
-                    if canonical is None:
-                        raise CannotRun(f"{where}: kind must be Usage, Correction or Retraction")
-                    value = canonical
+                    if value.lower() not in KIND_CODES:
+                        raise CannotRun(f"{where}: kind must be {KIND_CHOICES}")
+                    value = KIND_NAMES[KIND_CODES[value.lower()]]
                 fields.append((key, value))
         dimensions = dimensions_table(entry.get("dimensions", {}), where)
         for key, value in sorted(dimensions.items()):

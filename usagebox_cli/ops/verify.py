@@ -18,7 +18,7 @@ from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import Refused
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.ops.planner import Series, UsageQuery, aggregate
-from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Buckets, Window
+from usagebox_cli.timewindow import DAY_US, HOUR_US, TIME_BUCKETS, Buckets, Window
 
 MAX_NAMED_CELLS = 20
 
@@ -120,9 +120,6 @@ def raw_groups(engine, account: Optional[str], window: Window, group_by: Optiona
         q, n = out.get((key, cell), (0, 0))
         out[(key, cell)] = (q + total, n + count)
     return out
-
-
-DAY_US = 24 * HOUR_US
 
 
 def check_rollup_cells(ctx: VerifyContext) -> list[VerifyError]:

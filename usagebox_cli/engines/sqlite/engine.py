@@ -22,10 +22,8 @@ from usagebox_cli.engines.sqlite.writer import SeriesWriter
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.events import Event
 from usagebox_cli.fields import CORRECTION, RETRACTION
+from usagebox_cli.timefmt import DAY_US, HOUR_US
 
-HOUR_US = 3_600_000_000
-DAY_US = 24 * HOUR_US
-_DAY_HOURS = 24
 
 _EVENT_COLUMNS = (
     "e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,"
