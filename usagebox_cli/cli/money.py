@@ -82,11 +82,7 @@ def budget(
         doc = render.live(run, BUDGET_COLUMNS, watch, title="Budgets")
     else:
         doc = run()
-        if fmt == "table":
-            styles = {id(r): ("bold red" if r["status"] == "hard" else "yellow" if r["status"] == "soft" else None) for r in doc["rows"]}
-            render.table(doc["rows"], BUDGET_COLUMNS, title=f"Budgets at {doc['at']}", caption=doc["currency"], styles=styles)
-        else:
-            render.rows(doc["rows"], BUDGET_COLUMNS, fmt, wrapper={"currency": doc["currency"], "at": doc["at"]})
+        render.budgets(doc, BUDGET_COLUMNS, fmt)
     if any(row["status"] in failing for row in doc["rows"]):
         raise typer.Exit(1)
     if unknown and fail_on_unknown:
@@ -128,14 +124,7 @@ def margin(
     doc = run_margin(conn, load_price_book(cost_prices), by, window, account,
                      load_price_book(charge_prices) if charge_prices else None, revenue)
     columns = (by,) + MARGIN_COLUMNS
-    if fmt == "table":
-        styles = {id(r): "bold red" for r in doc["rows"] if r["margin"] < 0}
-        total = dict(doc["total"], **{by: "TOTAL"})
-        render.table(doc["rows"] + [total], columns, title=f"Margin by {by}", caption=f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} · {doc['currency']} · negative margins in red", styles=styles)
-    elif fmt == "json":
-        render.document(doc)
-    else:
-        render.rows(doc["rows"], columns, fmt)
+    render.margin(doc, by, columns, fmt)
     exit_if_unpriced(doc["rows"], fail_on_unpriced)
 
 
@@ -191,19 +180,6 @@ def reconcile(
         written = write_corrections(corrections_out, doc, needs, window, account, invoice)
         doc["corrections_written"] = written
     columns = tuple(doc["by"]) + ("metered", "vendor", "gap", "gap_pct")
-    if fmt == "table":
-        styles = {id(r): "yellow" for r in doc["rows"] if r["gap"] != 0}
-        total = dict(doc["total"], **{doc["by"][0]: "TOTAL"})
-        render.table(doc["rows"] + [total], columns, title="Reconciliation (gap = vendor - metered)",
-                     caption=f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} · verify: {'ok' if doc['verify']['ok'] else 'DRIFT'}", styles=styles)
-        for item in doc["rounded"]:
-            named = ", ".join(f"{k}={v}" for k, v in item.items() if k in doc["by"])
-            render.notice(f"note: vendor quantity for {named} is {item['exact']}, rounded half-even to 6 decimals: {item['vendor']}")
-        if corrections_out:
-            render.notice(f"wrote {doc['corrections_written']} Correction events to {corrections_out}; review, then ingest")
-    elif fmt == "json":
-        render.document(doc)
-    else:
-        render.rows(doc["rows"], columns, fmt)
+    render.reconciliation(doc, columns, fmt, corrections_out)
     if limit is not None and beyond_tolerance(doc, limit):
         raise typer.Exit(1)

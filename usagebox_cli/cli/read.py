@@ -26,22 +26,6 @@ def parse_filters(items: Optional[list[str]]) -> dict[str, list[str]]:
     return filters
 
 
-def render_usage(doc: dict, group_by: list[str], metric_names: list[str], fmt: str, title: str) -> None:
-    from usagebox_cli import render
-
-    money = [name for name in ("cost", "unpriced_sum", "compare_cost", "compare_unpriced_sum", "cost_change")
-             if any(name in group for group in doc["groups"])]
-    columns = list(group_by) + list(metric_names) + money
-    if fmt == "json":
-        render.document(doc)
-    elif fmt in ("csv", "ndjson"):
-        render.rows(doc["groups"], columns, fmt)
-    else:
-        caption = f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} ({doc['source']}"
-        caption += f", {doc['currency']})" if doc.get("currency") else ")"
-        render.table(doc["groups"], columns, title=title, caption=caption)
-
-
 @app.command()
 def usage(
     ctx: typer.Context,
@@ -82,7 +66,7 @@ def usage(
     conn = open_engine(db_path(ctx, db), create=False)
     doc, metric_names = run_usage(conn, account, window, list(group_by or []), parse_filters(filters), source, metric, prices,
                                   compare_prices)
-    render_usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
+    render.usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
     if fmt == "table":
         from usagebox_cli.ops.accounts import empty_hint
 
@@ -111,6 +95,7 @@ def query(
 
     Example: usagebox query --json-text '{"from": "2026-06-01", "to": "2026-07-01", "group_by": ["account_id"]}'
     """
+    from usagebox_cli import render
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import load_query_document, run_query
     from usagebox_cli.engines import open_engine
@@ -120,7 +105,7 @@ def query(
     document = load_query_document(file, json_text)
     conn = open_engine(db_path(ctx, db), create=False)
     doc, group_by, metric_names = run_query(conn, document, prices)
-    render_usage(doc, group_by, metric_names, fmt, "Query")
+    render.usage(doc, group_by, metric_names, fmt, "Query")
     exit_if_unpriced(doc["groups"], fail_on_unpriced)
 
 
