@@ -5,8 +5,8 @@ and hands over batches of classified lines; this module writes them.  The
 pipe between the two holds a batch or two, so memory stays flat whatever the
 input size.
 
-Batches are written inside ``BEGIN IMMEDIATE`` transactions that commit every
-``COMMIT_LINES`` lines or ``COMMIT_SECONDS``.  Random event_ids dirty about
+Batches are decided by ``ops.ingest_rules`` and persisted by the engine inside
+write transactions that commit every ``COMMIT_LINES`` lines or ``COMMIT_SECONDS``.  Random event_ids dirty about
 one index page per event in each index, and every commit writes the dirty
 pages out again, so fewer, larger commits are much cheaper (measured: 35 us
 per event committing every 10k lines, 18 us every 100k).  A killed ingest

@@ -154,26 +154,13 @@ class _Fingerprints:
         return items
 
 
-def _agent_items(source: Source, context) -> Iterator[list[Item]]:
-    """An agent log's records (``usagebox_cli.readers``), validated like NDJSON lines, in batches."""
-    reader = READERS[source.input_format]
+def _in_batches(items: Iterator[Item]) -> Iterator[list[Item]]:
+    """Items in batches of ``BATCH_LINES``; when the source breaks off, the items read before the
+    break are yielded, then the error is raised."""
     batch: list[Item] = []
-    skipped = Skipped()
     try:
-        for line, record in reader.read(source.label, iter_lines(source), context):
-            if record is None:
-                batch.append((line, skipped))
-            elif isinstance(record, str):
-                batch.append((line, Rejection(str(record))))
-            else:
-                parsed = parse_record(record, "reject", False)
-                raw = json.dumps(record, ensure_ascii=False)
-                if type(parsed) is Rejection:
-                    batch.append((line, parsed._replace(raw=raw)))
-                elif reader.growing:
-                    batch.append((line, GrowingUsage(parsed.event, raw)))
-                else:
-                    batch.append((line, parsed._replace(raw=raw)))
+        for item in items:
+            batch.append(item)
             if len(batch) >= BATCH_LINES:
                 yield batch
                 batch = []
@@ -185,34 +172,48 @@ def _agent_items(source: Source, context) -> Iterator[list[Item]]:
         yield batch
 
 
+def _agent_items(source: Source, context) -> Iterator[Item]:
+    """An agent log's records (``usagebox_cli.readers``), validated like NDJSON lines."""
+    reader = READERS[source.input_format]
+    skipped = Skipped()
+    for line, record in reader.read(source.label, iter_lines(source), context):
+        if record is None:
+            yield line, skipped
+        elif isinstance(record, str):
+            yield line, Rejection(str(record))
+        else:
+            parsed = parse_record(record, "reject", False)
+            raw = json.dumps(record, ensure_ascii=False)
+            if type(parsed) is Rejection:
+                yield line, parsed._replace(raw=raw)
+            elif reader.growing:
+                yield line, GrowingUsage(parsed.event, raw)
+            else:
+                yield line, parsed._replace(raw=raw)
+
+
+def _csv_items(source: Source, extra_mode: str, assume_utc: bool) -> Iterator[Item]:
+    for line, row in CsvRows(source):
+        if type(row) is str:
+            yield line, Rejection(row)
+        else:
+            parsed = parse_record(row, extra_mode, assume_utc)
+            yield line, parsed._replace(raw=json.dumps(row, ensure_ascii=False, default=str))
+
+
 def _source_items(source: Source, extra_mode: str, assume_utc: bool, fingerprints: _Fingerprints, context=None) -> Iterator[list[Item]]:
     """The lines of one source, classified, in batches of about ``BATCH_LINES``, in line order.
 
     When the source breaks off (a truncated gzip, an I/O error), the lines
     read before the break are still yielded, then the error is raised.
     """
-    batch: list[Item] = []
     if source.input_format in READERS:
-        yield from _agent_items(source, context)
+        yield from _in_batches(_agent_items(source, context))
         return
     if source.input_format == "csv":
-        try:
-            for line, row in CsvRows(source):
-                if type(row) is str:
-                    batch.append((line, Rejection(row)))
-                else:
-                    parsed = parse_record(row, extra_mode, assume_utc)
-                    batch.append((line, parsed._replace(raw=json.dumps(row, ensure_ascii=False, default=str))))
-                if len(batch) >= BATCH_LINES:
-                    yield batch
-                    batch = []
-        except SourceReadError:
-            if batch:
-                yield batch
-            raise
-        if batch:
-            yield batch
+        yield from _in_batches(_csv_items(source, extra_mode, assume_utc))
         return
+    batch: list[Item] = []
     too_long = Rejection(f"line is longer than {MAX_LINE_BYTES} bytes")
     pending: list[tuple[int, bytes]] = []
     try:
