@@ -9,7 +9,6 @@ nothing else prints tracebacks.
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 from typing import Optional
 
@@ -85,15 +84,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 0
-    except sqlite3.Error as exc:
-        if os.environ.get("USAGEBOX_DEBUG"):
-            raise
-        render.error(f"database error: {exc}")
-        code = 2
     except Exception as exc:  # the boundary: never a traceback for a user
         if os.environ.get("USAGEBOX_DEBUG"):
             raise
-        render.error(f"internal error: {type(exc).__name__}: {exc}", "set USAGEBOX_DEBUG=1 for a traceback and report it")
+        from usagebox_cli.engines import database_errors
+
+        if isinstance(exc, database_errors()):
+            render.error(f"database error: {exc}")
+        else:
+            render.error(f"internal error: {type(exc).__name__}: {exc}", "set USAGEBOX_DEBUG=1 for a traceback and report it")
         code = 2
     if isinstance(code, int) and code:
         sys.exit(code)

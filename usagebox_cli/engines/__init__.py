@@ -54,6 +54,18 @@ def _open_postgres(db: str, **options) -> Engine:
     return open_pg(db, **options)
 
 
+def database_errors() -> tuple[type[BaseException], ...]:
+    """The drivers' own error classes, which the CLI boundary reports as "database error: ..."."""
+    import sqlite3
+    import sys
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    psycopg = sys.modules.get("psycopg")  # only loaded when a PostgreSQL ledger was opened
+    if psycopg is not None:
+        errors += (psycopg.Error,)
+    return errors
+
+
 def fingerprint_lookup(location: Optional[str]):
     """The reading process's lookup of stored line fingerprints (``location`` from ``Engine.location``)."""
     if location is not None and is_postgres(location):
