@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from usagebox_cli.engines.base import Engine
 import sys
 from typing import Any, Optional, Union
 
 from usagebox_cli import strictjson
+from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.planner import check_known_keys, METRICS, UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve

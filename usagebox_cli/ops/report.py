@@ -13,11 +13,11 @@ are listed under ``unpricedTokens``).
 
 from __future__ import annotations
 
-from usagebox_cli.engines.base import Engine
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Optional
 
+from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window
