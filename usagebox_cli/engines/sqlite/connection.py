@@ -1,10 +1,9 @@
-"""Opening the database: pragmas, schema checks and write transactions.
+"""Opening the SQLite database: pragmas, schema checks, and the connection that is the engine.
 
-Durability and concurrency live here.  Every connection runs in WAL mode
-with ``synchronous=FULL`` and a busy timeout; every write transaction starts
-with ``BEGIN IMMEDIATE`` so it takes the write lock up front (a deferred
-transaction that upgrades later can fail with "database is locked" no matter
-the timeout), and waiting for the lock is retried until a generous deadline.
+Every connection runs in WAL mode with ``synchronous=FULL`` and a busy
+timeout, and is a ``Database``: a ``sqlite3.Connection`` with the engine's
+methods (``engine.SQLiteEngine``).  Write transactions and waiting for the
+lock are in ``transactions``.
 """
 
 from __future__ import annotations
@@ -12,10 +11,8 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from usagebox_cli.engines.sqlite import migrations
 from usagebox_cli.errors import CannotRun, NotADatabase
