@@ -305,8 +305,8 @@ def compare_answers(rollup: dict, raw: dict, baseline: list, inproc_rollup: dict
 def load_api():
     """The Python API the in-process timings call; checked before anything slow starts."""
     try:
-        from usagebox_cli.store.connection import connect
-        from usagebox_cli.store.planner import UsageQuery, usage
+        from usagebox_cli.engines.sqlite.connection import connect
+        from usagebox_cli.ops.planner import UsageQuery, usage
         from usagebox_cli.timewindow import resolve
     except ImportError as exc:
         raise SetupError(

@@ -45,7 +45,7 @@ def _fence(lang: str, body: str) -> str:
 
 def schema_md() -> str:
     from usagebox_cli.engines.postgres.migrations import MIGRATIONS as PG_MIGRATIONS
-    from usagebox_cli.store.schema import schema_sql
+    from usagebox_cli.engines.sqlite.schema import schema_sql
 
     parts = [
         _generated_note(),
@@ -54,7 +54,7 @@ def schema_md() -> str:
         "edited: a change is a new step, so this page changes only when a step is added.\n",
         "## SQLite\n",
         "A freshly migrated database, as `sqlite_schema` holds it: tables, indexes, views, then\n"
-        "triggers. `python -m usagebox_cli.store.schema` prints the same SQL.\n",
+        "triggers. `python -m usagebox_cli.engines.sqlite.schema` prints the same SQL.\n",
         _fence("sql", schema_sql()),
         "## PostgreSQL\n",
         "Everything lives in the schema `usagebox`; the names of applied steps are recorded in\n"

@@ -247,7 +247,7 @@ SCRATCH = Path(tempfile.gettempdir())
 def test_any_sequence_of_prefixes_of_a_growing_log_ends_at_the_full_logs_totals(parse_inline, cuts):
     from usagebox_cli.ops.ingest import IngestOptions, ingest as run_ingest
     from usagebox_cli.ops.verify import verify
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
     from usagebox_cli.timewindow import Window
 
     lines = WEBSHOP_1.read_bytes().splitlines(keepends=True) + WEBSHOP_2.read_bytes().splitlines(keepends=True)

@@ -29,7 +29,7 @@ from tests.test_read_properties import (
     DIM_KEYS, FIRST_CLASS, TIME_KEYS, Ev, _ev, build_database, check, event_sets, iso,
 )
 from usagebox_cli.ops.verify import verify
-from usagebox_cli.store.planner import UsageQuery, usage
+from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window
 
 pytestmark = pytest.mark.usefixtures("parse_inline")
@@ -302,7 +302,7 @@ def test_kolkata_hourly_over_years_reads_raw_in_one_statement(tmp_path):
     path = tmp_path / "k.ndjson"
     path.write_text("\n".join(lines) + "\n")
     from usagebox_cli.ops.ingest import IngestOptions, ingest
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     conn = connect(str(tmp_path / "k.db"))
     ingest(conn, [str(path)], IngestOptions())

@@ -34,7 +34,7 @@ def test_generated_page_is_current(name):
 
 
 def test_schema_page_holds_the_live_sqlite_schema():
-    from usagebox_cli.store.schema import schema_sql
+    from usagebox_cli.engines.sqlite.schema import schema_sql
 
     page = (DOCS / "schema.md").read_text(encoding="utf-8")
     assert "```sql\n" + schema_sql() + "```\n" in page, f"docs/schema.md is stale; regenerate it with: {REGENERATE}"

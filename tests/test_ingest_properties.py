@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from usagebox_cli.ops.ingest import IngestOptions, ingest
-from usagebox_cli.store.connection import connect
+from usagebox_cli.engines.sqlite.connection import connect
 
 # Shrinking a failing scenario re-runs ingests for minutes; the unshrunk example is
 # printed whole (files, plan), which is a complete reproduction.  Set

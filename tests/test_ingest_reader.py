@@ -25,7 +25,7 @@ from conftest import ROOT, Result, event, run_cli, write_ndjson
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops import ingest_reader
 from usagebox_cli.ops.ingest import IngestOptions, ingest
-from usagebox_cli.store.connection import connect
+from usagebox_cli.engines.sqlite.connection import connect
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the reader process needs os.fork")
 

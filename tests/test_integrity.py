@@ -21,8 +21,8 @@ import pytest
 from conftest import TEST_NOW_DATETIME, event, write_ndjson
 from usagebox_cli.ops.ingest import IngestOptions, ingest
 from usagebox_cli.ops.periods import close_all, close_period, period_document
-from usagebox_cli.store.connection import connect
-from usagebox_cli.store.planner import UsageQuery, usage
+from usagebox_cli.engines.sqlite.connection import connect
+from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timewindow import resolve
 
 pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline

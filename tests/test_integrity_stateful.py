@@ -35,8 +35,8 @@ from usagebox_cli.errors import Refused
 from usagebox_cli.ops.ingest import IngestOptions, ingest
 from usagebox_cli.ops.periods import close_period, list_periods, period_document
 from usagebox_cli.ops.verify import verify
-from usagebox_cli.store.connection import connect
-from usagebox_cli.store.planner import UsageQuery, usage
+from usagebox_cli.engines.sqlite.connection import connect
+from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve
 
 pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline

@@ -16,8 +16,8 @@ import pytest
 from conftest import ROOT, event, run_cli, write_ndjson
 from usagebox_cli.errors import CannotRun, NotADatabase
 from usagebox_cli.ops.ingest import IngestOptions, ingest
-from usagebox_cli.store import migrations
-from usagebox_cli.store.connection import APPLICATION_ID, connect
+from usagebox_cli.engines.sqlite import migrations
+from usagebox_cli.engines.sqlite.connection import APPLICATION_ID, connect
 
 pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
 
@@ -110,6 +110,78 @@ def test_blank_database_is_marked_with_version_and_application_id(fresh):
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     names = [row[0] for row in conn.execute("SELECT name FROM _usagebox_migrations ORDER BY rowid")]
     assert names == [step.__name__ for step in migrations.MIGRATIONS]
+
+
+def test_sqlite_utils_sees_every_table_view_and_trigger_the_steps_create(fresh):
+    import sqlite_utils
+
+    path, _ = fresh
+    expected = expected_schema()
+    db = sqlite_utils.Database(path)
+    try:
+        assert set(db.table_names()) == expected["table"]
+        assert set(db.view_names()) == expected["view"]
+        assert {(trigger.name, trigger.table) for trigger in db.triggers} == expected["trigger"]
+    finally:
+        db.close()
+
+
+def test_shipped_steps_call_no_live_helper_that_could_edit_them():
+    """A step's SQL and logic are frozen in its own body: editing a shared helper must not
+    silently change what a shipped step does to a new database (run_script only executes)."""
+    import types
+
+    helpers = {name for name, value in vars(migrations).items()
+               if isinstance(value, types.FunctionType) and value.__module__ == migrations.__name__
+               and value not in migrations.MIGRATIONS and name != "run_script"}
+    for step in migrations.MIGRATIONS:
+        assert sorted(set(step.__code__.co_names) & helpers) == [], step.__name__
+
+
+def _record_as_applied(path: Path, names: list[str], version: int) -> None:
+    raw = sqlite3.connect(path)
+    raw.execute("DELETE FROM _usagebox_migrations")
+    raw.executemany("INSERT INTO _usagebox_migrations VALUES (?, '2026-01-01T00:00:00Z')", [(name,) for name in names])
+    raw.execute(f"PRAGMA user_version = {version}")
+    raw.commit()
+    raw.close()
+
+
+def test_pending_steps_are_decided_by_the_recorded_names_not_the_version(fresh):
+    """Every step recorded as applied but user_version behind: nothing runs again (the old
+    count-based rule re-ran m004 and failed on its ALTER TABLE), and the version catches up."""
+    path, conn = fresh
+    conn.close()
+    _record_as_applied(path, [step.__name__ for step in migrations.MIGRATIONS], 3)
+    again = connect(path)
+    try:
+        assert again.execute("PRAGMA user_version").fetchone()[0] == len(migrations.MIGRATIONS)
+        assert again.execute("SELECT count(*) FROM _usagebox_migrations").fetchone()[0] == len(migrations.MIGRATIONS)
+    finally:
+        again.close()
+
+
+def test_recorded_names_that_are_not_a_prefix_of_the_steps_are_refused_untouched(fresh, tmp_path):
+    path, conn = fresh
+    conn.close()
+    names = [step.__name__ for step in migrations.MIGRATIONS]
+    _record_as_applied(path, names[:2] + ["m003_other_periods"], 3)
+    with pytest.raises(CannotRun) as caught:
+        connect(path)
+    assert caught.value.message == (f"{path} records schema step 'm003_other_periods' where this usagebox has"
+                                    " m003_periods: it was migrated by a different usagebox build")
+    assert caught.value.hint == "open it with the usagebox that made it"
+    source = write_ndjson(tmp_path / "e.ndjson", [event(1, timestamp="2025-06-16T10:14:05Z")])
+    result = run_cli(["ingest", source, "--json"], db=path)
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr.decode() == (f"Error: {path} records schema step 'm003_other_periods' where this usagebox has"
+                                      " m003_periods: it was migrated by a different usagebox build"
+                                      " (open it with the usagebox that made it)\n")
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
+    finally:
+        raw.close()
 
 
 def test_connection_uses_wal_and_synchronous_full(fresh):
@@ -292,7 +364,7 @@ def test_simultaneous_first_use_migrates_once(tmp_path):
         f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from usagebox_cli.store.connection import connect
+        from usagebox_cli.engines.sqlite.connection import connect
         conn = connect({str(path)!r})
         print(conn.execute("PRAGMA user_version").fetchone()[0])
         conn.close()

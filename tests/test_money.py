@@ -673,3 +673,30 @@ def test_margin_with_charge_prices_equals_a_recompute_from_both_books(cli, examp
         ("globex", D("-28.31163")), ("northwind", D("-17.2084045")), ("initech", D("2.8835373"))]
     _check_margin_document(doc, "customer")
     assert doc["total"]["margin"] == sum(revenue.values()) - sum(cost.values())
+
+
+@pytest.mark.parametrize(("cap", "reason"), [
+    ("dimensions = { tier = 1.5 }", "dimension 'tier' must be a string"),
+    ("dimensions = { tier = { nested = \"x\" } }", "dimension 'tier' must be a string"),
+    ("dimensions = { tier = [\"a\"] }", "dimension 'tier' must be a string"),
+    ("dimensions = \"tier\"", "dimensions must be a table, e.g. dimensions = { token_type = \"output\" }"),
+    ("model_id = 1.5", "model_id must be a string"),
+])
+def test_a_budget_cap_refuses_the_dimension_values_a_price_rule_refuses(cli_inprocess, tmp_path, cap, reason):
+    """One canonical dimension-value rule: a cap scope of 1.5 or a nested table would match nothing
+    an event can carry, so it is refused (exit 2) exactly as a price rule is."""
+    prices, budgets = tmp_path / "p.toml", tmp_path / "b.toml"
+    prices.write_text(SYNTHETIC_PRICES)
+    budgets.write_text(f'[[budget]]\naccount_id = "acct_s"\nmonthly = "100"\n\n[[budget.cap]]\nmonthly = "10"\n{cap}\n')
+    result = cli_inprocess("budget", "--budgets", str(budgets), "--prices", str(prices), "--json")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"Error: {budgets} [[budget]] #1 cap #1: {reason}\n"
+
+
+def test_a_budget_cap_takes_integer_and_boolean_dimension_values_as_events_store_them(tmp_path):
+    from usagebox_cli.ops.budget import load_budgets
+
+    budgets = tmp_path / "b.toml"
+    budgets.write_text('[[budget]]\naccount_id = "a"\nmonthly = "1"\n\n[[budget.cap]]\nmonthly = "1"\n'
+                       'dimensions = { tier = 2, beta = true, region = "eu" }\n')
+    assert load_budgets(str(budgets))[0].caps[0].scope == {"tier": ["2"], "beta": ["true"], "region": ["eu"]}

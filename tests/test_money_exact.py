@@ -29,8 +29,8 @@ from conftest import event, write_ndjson
 from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.ops.ingest import IngestOptions, ingest
 from usagebox_cli.ops.pricing import load_price_book, priced_usage
-from usagebox_cli.store.connection import connect
-from usagebox_cli.store.planner import UsageQuery
+from usagebox_cli.engines.sqlite.connection import connect
+from usagebox_cli.ops.planner import UsageQuery
 from usagebox_cli.timewindow import resolve
 
 

@@ -234,7 +234,7 @@ def test_a_write_to_a_database_in_a_read_only_folder_says_it_is_read_only(immuta
 def test_a_full_disk_during_ingest_says_committed_batches_are_kept(tmp_path, parse_inline):
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.ingest import IngestOptions, ingest
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines.sqlite.connection import connect
 
     db = tmp_path / "usage.db"
     conn = connect(db)

@@ -395,10 +395,11 @@ def test_one_huge_value_is_refused_quickly_with_exit_1(store, statement):
 
 def test_an_answer_larger_than_the_result_limit_stops_with_exit_1(store, monkeypatch):
     from usagebox_cli.errors import Refused
-    from usagebox_cli.store import readonly
+    from usagebox_cli.engines.sqlite import readonly
+    from usagebox_cli.engines.sqlite.connection import open_readonly
 
     monkeypatch.setattr(readonly, "RESULT_LIMIT", 1_000)
-    conn = readonly.open_readonly(str(store.path))
+    conn = open_readonly(str(store.path))
     result = readonly.run_sql(conn, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100) "
                                     "SELECT printf('%050d', x) AS v FROM n", {}, 5)
     with pytest.raises(Refused) as refused:

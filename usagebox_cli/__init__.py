@@ -1,7 +1,7 @@
 """usagebox: a local usage meter for AI products.
 
 The package is importable on its own: every CLI command is a thin wrapper
-around a function in ``usagebox_cli.ops`` or ``usagebox_cli.store`` that
+around a function in ``usagebox_cli.ops`` or ``usagebox_cli.engines.sqlite`` that
 returns plain data.
 """
 

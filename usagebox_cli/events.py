@@ -23,15 +23,15 @@ from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from usagebox_cli.fields import (  # noqa: F401  (re-exported: the event vocabulary)
-    CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CODES, KIND_NAMES, RETRACTION, USAGE,
+    CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CHOICES, KIND_CODES, KIND_NAMES, RETRACTION, USAGE, dimension_text,
 )
 from usagebox_cli.quantity import QuantityError, to_scaled
-from usagebox_cli.timefmt import EPOCH, MAX_TS_US, ONE_US, InstantError, parse_rfc3339  # noqa: F401
+from usagebox_cli.timefmt import EPOCH, HOUR_US, MAX_TS_US, ONE_US, InstantError, parse_rfc3339  # noqa: F401
 
 MAX_DIMENSIONS = 16
 MAX_DIMENSION_VALUE = 256
 
-US_PER_HOUR = 3_600_000_000
+US_PER_HOUR = HOUR_US  # the readers' name for it
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 # [0-9], not \d: Decimal() reads any Unicode digit ("\u0661\u0660\u0660", fullwidth "\uff15").
@@ -85,6 +85,31 @@ class Event(NamedTuple):
     def payload(self) -> tuple:
         """Everything but the event_id: equal payloads mean a duplicate."""
         return self[1:]
+
+
+def event_document(event: Event) -> dict:
+    """The canonical payload as a JSON-ready document (exact quantity, fixed-width UTC time).
+
+    The one event → document rule: the conflict log, ``export`` and
+    ``explain`` all write an event this way.
+    """
+    from usagebox_cli import exactjson
+    from usagebox_cli.quantity import from_scaled
+    from usagebox_cli.timefmt import format_ts
+
+    return {
+        "event_id": event.event_id,
+        "account_id": event.account_id,
+        "meter_id": event.meter_id,
+        "model_id": event.model_id,
+        "product_id": event.product_id,
+        "unit": event.unit,
+        "quantity": None if event.quantity is None else from_scaled(event.quantity),
+        "timestamp": None if event.ts_us is None else format_ts(event.ts_us),
+        "kind": KIND_NAMES[event.kind],
+        "correction_ref": event.correction_ref,
+        "dimensions": None if event.dimensions is None else exactjson.loads(event.dimensions),
+    }
 
 
 class ParsedLine(NamedTuple):
@@ -195,15 +220,12 @@ def _canonical_dimensions(dimensions: dict[str, Any]) -> str:
             if key in FIELD_SET:
                 raise EventInvalid(f"dimension key {key!r} repeats a top-level field name")
             _known_dimension_keys.add(key)
-        kind = type(value)
-        if kind is bool:
-            value = "true" if value else "false"
-        elif kind is int:
-            value = str(value)
-        elif kind is not str:
+        text = dimension_text(value)
+        if text is None:
             raise EventInvalid(
                 f"dimension {key!r} must be a string, integer or boolean, got {_json_type(value)}"
             )
+        value = text
         if len(value) > MAX_DIMENSION_VALUE:
             raise EventInvalid(f"dimension {key!r} is longer than {MAX_DIMENSION_VALUE} characters")
         clean[key] = value
@@ -244,7 +266,7 @@ def normalize(record: dict[str, Any], extra_mode: str = "reject", assume_utc: bo
     kind_text = get("kind")
     kind = USAGE if kind_text is None else KIND_CODES.get(kind_text.lower())
     if kind is None:
-        raise EventInvalid(f"'kind' {kind_text!r} must be Usage, Correction or Retraction")
+        raise EventInvalid(f"'kind' {kind_text!r} must be {KIND_CHOICES}")
     quantity = get("quantity")
     if quantity is not None:
         quantity = parse_quantity(quantity)

@@ -11,6 +11,7 @@ import re
 USAGE, CORRECTION, RETRACTION = 0, 1, 2
 KIND_NAMES = ("Usage", "Correction", "Retraction")
 KIND_CODES = {name.lower(): code for code, name in enumerate(KIND_NAMES)}
+KIND_CHOICES = f"{', '.join(KIND_NAMES[:-1])} or {KIND_NAMES[-1]}"  # for messages: "Usage, Correction or Retraction"
 
 FIELDS = (
     "event_id", "account_id", "meter_id", "model_id", "product_id", "unit",
@@ -18,3 +19,20 @@ FIELDS = (
 )
 FIELD_SET = frozenset(FIELDS)
 DIMENSION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def dimension_text(value) -> "str | None":
+    """The one canonical form of a dimension value, for events, price rules and budget caps alike.
+
+    A string as it is, an integer in decimal, a boolean as ``true``/``false``;
+    None for anything else (a fraction, a table, an array), which the caller
+    refuses with its own where-and-why.
+    """
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    return None

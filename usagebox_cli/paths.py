@@ -19,10 +19,9 @@ Three things go wrong with paths, and each has one rule here:
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 from pathlib import Path
-from typing import Iterable, Optional, TextIO, Union
+from typing import Any, Iterable, Optional, TextIO, Union
 from urllib.parse import urlencode
 
 from usagebox_cli.errors import CannotRun
@@ -63,19 +62,11 @@ def _file_type(mode: int) -> str:
     return "not a regular file"
 
 
-def database_file(conn: sqlite3.Connection) -> Optional[str]:
-    """The file behind a connection's main database; None for an in-memory one."""
-    for _, name, path in conn.execute("PRAGMA database_list"):
-        if name == "main":
-            return path or None
-    return None
-
-
 def check_output(
     output: str,
     flag: str,
     *,
-    db: Union[str, sqlite3.Connection, None],
+    db: Union[str, Any, None],
     inputs: Iterable[Optional[str]] = (),
 ) -> None:
     """Refuse an output path that is the database, one of its side files, or an input.
@@ -85,8 +76,8 @@ def check_output(
     """
     if output == "-":
         return
-    if isinstance(db, sqlite3.Connection):
-        db = getattr(db, "path", "") or database_file(db)  # the name the user gave, when known
+    if db is not None and not isinstance(db, str):  # an open engine: the name the user gave, when known
+        db = getattr(db, "path", "") or db.location()
     target = os.path.realpath(output)
     protected: list[tuple[str, str]] = []
     if db:
@@ -110,7 +101,7 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def open_output(output: str, flag: str, *, db: Union[str, sqlite3.Connection, None], inputs: Iterable[Optional[str]] = (), newline: Optional[str] = None) -> TextIO:
+def open_output(output: str, flag: str, *, db: Union[str, Any, None], inputs: Iterable[Optional[str]] = (), newline: Optional[str] = None) -> TextIO:
     """``check_output``, then open ``output`` for writing, with a one-line error when that fails."""
     check_output(output, flag, db=db, inputs=inputs)
     try:

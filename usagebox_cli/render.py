@@ -316,10 +316,8 @@ def live(compute, columns: Sequence[str], seconds: float, title: str) -> dict:
     console = _console()
 
     def build(doc: dict):
-        styles = {id(record): ("bold red" if record.get("status") == "hard" else "yellow" if record.get("status") == "soft" else None)
-                  for record in doc["rows"]}
         return _grid(doc["rows"], columns, title=f"{title} at {doc.get('at', '')}", caption=doc.get("currency"),
-                     styles=styles, width=console.width)
+                     styles=status_styles(doc["rows"]), width=console.width)
 
     doc = compute()
     grid, needed = build(doc)
@@ -408,3 +406,67 @@ def usage_report(doc: dict, kind: str, fmt: str, breakdown: bool = False) -> Non
     names = [REPORT_HEADINGS.get(column, column) for column in columns] + ["bar"]
     table(headed, names, title=f"Agent usage, {kind}", caption=doc.get("currency"))
 
+
+# -- the documents of the reading and money commands, as tables ------------------------------------
+
+STATUS_STYLES = {"hard": "bold red", "soft": "yellow"}
+
+
+def status_styles(rows: Sequence[dict]) -> dict:
+    """A budget row's style by its status (hard red, soft yellow), for one table or a live one."""
+    return {id(row): STATUS_STYLES.get(row.get("status")) for row in rows}
+
+
+def _span_caption(doc: dict) -> str:
+    return f"{short_instant(doc['from'])} → {short_instant(doc['to'])}"
+
+
+def usage(doc: dict, group_by: list[str], metric_names: list[str], fmt: str, title: str) -> None:
+    """``usage`` and ``query``: the groups, with money columns when the document has them."""
+    money = [name for name in ("cost", "unpriced_sum", "compare_cost", "compare_unpriced_sum", "cost_change")
+             if any(name in group for group in doc["groups"])]
+    columns = list(group_by) + list(metric_names) + money
+    if fmt == "json":
+        document(doc)
+    elif fmt in ("csv", "ndjson"):
+        rows(doc["groups"], columns, fmt)
+    else:
+        caption = f"{_span_caption(doc)} ({doc['source']}"
+        caption += f", {doc['currency']})" if doc.get("currency") else ")"
+        table(doc["groups"], columns, title=title, caption=caption)
+
+
+def budgets(doc: dict, columns: Sequence[str], fmt: str) -> None:
+    if fmt == "table":
+        table(doc["rows"], columns, title=f"Budgets at {doc['at']}", caption=doc["currency"], styles=status_styles(doc["rows"]))
+    else:
+        rows(doc["rows"], columns, fmt, wrapper={"currency": doc["currency"], "at": doc["at"]})
+
+
+def margin(doc: dict, by: str, columns: Sequence[str], fmt: str) -> None:
+    if fmt == "table":
+        styles = {id(r): "bold red" for r in doc["rows"] if r["margin"] < 0}
+        total = dict(doc["total"], **{by: "TOTAL"})
+        table(doc["rows"] + [total], columns, title=f"Margin by {by}",
+              caption=f"{_span_caption(doc)} · {doc['currency']} · negative margins in red", styles=styles)
+    elif fmt == "json":
+        document(doc)
+    else:
+        rows(doc["rows"], columns, fmt)
+
+
+def reconciliation(doc: dict, columns: Sequence[str], fmt: str, corrections_out: Optional[str]) -> None:
+    if fmt == "table":
+        styles = {id(r): "yellow" for r in doc["rows"] if r["gap"] != 0}
+        total = dict(doc["total"], **{doc["by"][0]: "TOTAL"})
+        table(doc["rows"] + [total], columns, title="Reconciliation (gap = vendor - metered)",
+              caption=f"{_span_caption(doc)} · verify: {'ok' if doc['verify']['ok'] else 'DRIFT'}", styles=styles)
+        for item in doc["rounded"]:
+            named = ", ".join(f"{k}={v}" for k, v in item.items() if k in doc["by"])
+            notice(f"note: vendor quantity for {named} is {item['exact']}, rounded half-even to 6 decimals: {item['vendor']}")
+        if corrections_out:
+            notice(f"wrote {doc['corrections_written']} Correction events to {corrections_out}; review, then ingest")
+    elif fmt == "json":
+        document(doc)
+    else:
+        rows(doc["rows"], columns, fmt)

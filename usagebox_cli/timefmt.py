@@ -24,6 +24,10 @@ from typing import Callable, Optional
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_US = timedelta(microseconds=1)
+# The time units, once: microseconds in a second, an hour and a UTC day.
+US = 1_000_000
+HOUR_US = 3600 * US
+DAY_US = 24 * HOUR_US
 MAX_TS_US = (datetime(9999, 12, 31, 23, 59, 59, 999999) - datetime(1970, 1, 1)) // ONE_US + 1
 
 # Groups: the fraction's digits, the offset.  [0-9], not \d: \d matches any

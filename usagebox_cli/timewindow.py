@@ -12,20 +12,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import Optional
+from typing import Iterator, Optional
 
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.timefmt import EPOCH, now_us
+from usagebox_cli.timefmt import DAY_US, EPOCH, HOUR_US, US, now_us  # noqa: F401  (re-exported)
 
-US = 1_000_000
-HOUR_US = 3600 * US
 MAX_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - EPOCH) // timedelta(microseconds=1) + 1
-DAY_US = 24 * HOUR_US
 TIME_BUCKETS = ("hour", "day", "week", "month")
 _LAST = re.compile(r"(\d+)\s*(s|m|h|d|w)")
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _LAST_ORDINAL = date.max.toordinal()
-_UNIT_US = {"s": US, "m": 60 * US, "h": HOUR_US, "d": 24 * HOUR_US, "w": 7 * 24 * HOUR_US}
+_UNIT_US = {"s": US, "m": 60 * US, "h": HOUR_US, "d": DAY_US, "w": 7 * DAY_US}
 
 
 @dataclass(frozen=True)
@@ -97,6 +94,19 @@ def next_month(year: int, month: int) -> tuple[int, int]:
     return (year + 1, 1) if month == 12 else (year, month + 1)
 
 
+def month_span(year: int, month: int, tz: tzinfo) -> tuple[int, int]:
+    """The instants ``[start, end)`` of a local month: the one month rule every command uses."""
+    return month_start(year, month, tz), month_start(*next_month(year, month), tz)
+
+
+def months(first: tuple[int, int], last: tuple[int, int]) -> Iterator[tuple[int, int]]:
+    """Each (year, month) from ``first`` to ``last``, both included."""
+    year, month = first
+    while (year, month) <= last:
+        yield year, month
+        year, month = next_month(year, month)
+
+
 def resolve(
     start: Optional[str] = None,
     end: Optional[str] = None,
@@ -117,7 +127,7 @@ def resolve(
         raise CannotRun(f"--last and {'--from' if start else '--to'} contradict each other; pass one")
     if period is not None:
         year, month = parse_period(period)
-        window = Window(month_start(year, month, tz), month_start(*next_month(year, month), tz), tz_name or "UTC")
+        window = Window(*month_span(year, month, tz), tz_name or "UTC")
     elif last is not None:
         found = _LAST.fullmatch(last.strip().lower())
         if not found or int(found.group(1)) == 0:

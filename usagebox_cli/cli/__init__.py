@@ -1,78 +1,20 @@
 """The command line: one Typer app, thin commands, one error boundary.
 
-Commands parse their arguments, call one function from ``ops`` or ``store``
-and hand the result to ``render``.  ``main`` maps every domain error to one
-``Error: ...`` line and the SPEC's exit code; nothing else prints tracebacks.
+Commands parse their arguments, call one function from ``ops`` and hand the
+result to ``render``; the app object lives in ``cli.app``.  ``main`` maps
+every domain error to one ``Error: ...`` line and the SPEC's exit code;
+nothing else prints tracebacks.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 from typing import Optional
 
 import typer
 
-from usagebox_cli import __version__
-from usagebox_cli.cli.options import DbOpt
-
-EXIT_CODES = """\b
-Exit codes:
-  0    success (ingest: every event accepted or a duplicate)
-  1    the command ran and found a problem: rejected or conflicting events,
-       drift, a refused SQL statement, a budget over its cap
-  2    the command could not run: a bad flag, an unreadable file, not a
-       usagebox database
-  130  interrupted (Ctrl-C); committed batches are kept"""
-
-app = typer.Typer(
-    name="usagebox",
-    help="A local usage meter for AI products: exact, idempotent, auditable usage totals in SQLite.",
-    epilog=EXIT_CODES,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        from usagebox_cli import render
-
-        render.line(f"usagebox {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    db: DbOpt = None,
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-) -> None:
-    ctx.obj = {"db": db}
-
-
-def db_path(ctx: typer.Context, db: Optional[str]) -> str:
-    """--db given after the command wins over --db before it, then $USAGEBOX_DB, then ./usagebox.db."""
-    from usagebox_cli.store.connection import default_path
-
-    return db or (ctx.obj or {}).get("db") or default_path()
-
-
-def output_format(fmt: str, as_json: bool) -> str:
-    from usagebox_cli.errors import CannotRun
-    from usagebox_cli.render import FORMATS
-
-    if as_json and fmt not in ("table", "json"):
-        raise CannotRun(f"--json and --format {fmt} contradict each other; pass one")
-    fmt = "json" if as_json else fmt
-    if fmt not in FORMATS:
-        raise CannotRun(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    return fmt
-
+from usagebox_cli.cli.app import EXIT_CODES, app, db_path, output_format  # noqa: F401  (the app and its helpers)
 
 from usagebox_cli.cli import ingest as _ingest  # noqa: E402,F401  (registers commands)
 from usagebox_cli.cli import read as _read  # noqa: E402,F401
@@ -142,15 +84,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 0
-    except sqlite3.Error as exc:
-        if os.environ.get("USAGEBOX_DEBUG"):
-            raise
-        render.error(f"database error: {exc}")
-        code = 2
     except Exception as exc:  # the boundary: never a traceback for a user
         if os.environ.get("USAGEBOX_DEBUG"):
             raise
-        render.error(f"internal error: {type(exc).__name__}: {exc}", "set USAGEBOX_DEBUG=1 for a traceback and report it")
+        from usagebox_cli.engines import database_errors
+
+        if isinstance(exc, database_errors()):
+            render.error(f"database error: {exc}")
+        else:
+            render.error(f"internal error: {type(exc).__name__}: {exc}", "set USAGEBOX_DEBUG=1 for a traceback and report it")
         code = 2
     if isinstance(code, int) and code:
         sys.exit(code)

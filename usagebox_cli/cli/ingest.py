@@ -6,16 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app, db_path, output_format
+from usagebox_cli.cli.app import app, db_path, output_format
 from usagebox_cli.cli.options import DbOpt, FormatOpt, JsonOpt
-from usagebox_cli.readers import NAMES as AGENT_FORMATS
+from usagebox_cli.readers import format_help
 
 
 @app.command()
 def ingest(
     ctx: typer.Context,
     files: Annotated[Optional[list[str]], typer.Argument(help="NDJSON or CSV files (.gz too); - or nothing reads stdin. Agent logs: files or folders; nothing reads the agent's own folders.", show_default=False)] = None,
-    input_format: Annotated[str, typer.Option("--input-format", help=f"auto, ndjson, csv, or an agent log: {', '.join(AGENT_FORMATS)}.")] = "auto",
+    input_format: Annotated[str, typer.Option("--input-format", help=format_help())] = "auto",
     extra: Annotated[str, typer.Option("--extra", help="Unknown top-level fields: reject, dimensions or ignore.")] = "reject",
     assume_utc: Annotated[bool, typer.Option("--assume-utc", help="Read timestamps without an offset as UTC.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; commit nothing.")] = False,
@@ -68,10 +68,10 @@ def sources(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = Fal
     """
     from usagebox_cli import render
     from usagebox_cli.ops.provenance import SOURCE_COLUMNS, list_sources
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    records = list_sources(connect(db_path(ctx, db), create=False))
+    records = list_sources(open_engine(db_path(ctx, db), create=False))
     columns = SOURCE_COLUMNS if fmt != "table" else ("segment_id", "path", "sha256", "status", "lines", "accepted", "duplicates", "conflicts", "rejected")
     render.rows(records, columns, fmt, title="Ingested sources", row_key="sources")
 
@@ -90,9 +90,9 @@ def conflicts(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.provenance import CONFLICT_COLUMNS, list_conflicts
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    records = list_conflicts(connect(db_path(ctx, db), create=False), event_id)
+    records = list_conflicts(open_engine(db_path(ctx, db), create=False), event_id)
     columns = CONFLICT_COLUMNS if fmt != "table" else ("conflict_id", "event_id", "source", "line", "differences", "detected_at")
     render.rows(records, columns, fmt, title="Conflicts", row_key="conflicts")

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app, db_path, output_format
+from usagebox_cli.cli.app import app, db_path, output_format
 from usagebox_cli.cli.options import DbOpt, FailOnUnpricedOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, ToOpt, TzOpt
 
 
@@ -53,7 +53,7 @@ def budget(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.budget import BUDGET_COLUMNS, evaluate, load_budgets, unknown_scopes
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timefmt import now_us
     from usagebox_cli.timewindow import resolve, zone, parse_instant_arg
 
@@ -68,7 +68,7 @@ def budget(
         raise CannotRun(f"--burn-window {burn_window!r} must be a positive count and a unit: s, m, h, d or w (e.g. 10m, 1h)") from None
     burn_us = window.end_us - window.start_us
     plan, book = load_budgets(budgets), load_price_book(prices)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     unknown = unknown_scopes(conn, plan)
     for warning in unknown:
         render.notice(f"warning: {warning}; its spend is 0 and can never cross a limit")
@@ -82,11 +82,7 @@ def budget(
         doc = render.live(run, BUDGET_COLUMNS, watch, title="Budgets")
     else:
         doc = run()
-        if fmt == "table":
-            styles = {id(r): ("bold red" if r["status"] == "hard" else "yellow" if r["status"] == "soft" else None) for r in doc["rows"]}
-            render.table(doc["rows"], BUDGET_COLUMNS, title=f"Budgets at {doc['at']}", caption=doc["currency"], styles=styles)
-        else:
-            render.rows(doc["rows"], BUDGET_COLUMNS, fmt, wrapper={"currency": doc["currency"], "at": doc["at"]})
+        render.budgets(doc, BUDGET_COLUMNS, fmt)
     if any(row["status"] in failing for row in doc["rows"]):
         raise typer.Exit(1)
     if unknown and fail_on_unknown:
@@ -119,23 +115,16 @@ def margin(
     from usagebox_cli import render
     from usagebox_cli.ops.margin import MARGIN_COLUMNS, margin as run_margin
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     window = resolve(start, end, period, last, tz)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     doc = run_margin(conn, load_price_book(cost_prices), by, window, account,
                      load_price_book(charge_prices) if charge_prices else None, revenue)
     columns = (by,) + MARGIN_COLUMNS
-    if fmt == "table":
-        styles = {id(r): "bold red" for r in doc["rows"] if r["margin"] < 0}
-        total = dict(doc["total"], **{by: "TOTAL"})
-        render.table(doc["rows"] + [total], columns, title=f"Margin by {by}", caption=f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} · {doc['currency']} · negative margins in red", styles=styles)
-    elif fmt == "json":
-        render.document(doc)
-    else:
-        render.rows(doc["rows"], columns, fmt)
+    render.margin(doc, by, columns, fmt)
     exit_if_unpriced(doc["rows"], fail_on_unpriced)
 
 
@@ -171,7 +160,7 @@ def reconcile(
     from usagebox_cli.ops.pricing import load_price_book
     from usagebox_cli.ops.reconcile import beyond_tolerance, reconcile as run_reconcile, write_corrections
     from usagebox_cli.paths import check_output
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
@@ -182,7 +171,7 @@ def reconcile(
         except InvalidOperation:
             raise CannotRun(f"--tolerance {tolerance!r} must be a percent, e.g. 0.5") from None
     window = resolve(start, end, period, last, tz)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     if corrections_out:
         check_output(corrections_out, "--corrections-out", db=conn, inputs=(invoice, prices))
     doc, needs = run_reconcile(conn, account, invoice, list(by or []), window,
@@ -191,19 +180,6 @@ def reconcile(
         written = write_corrections(corrections_out, doc, needs, window, account, invoice)
         doc["corrections_written"] = written
     columns = tuple(doc["by"]) + ("metered", "vendor", "gap", "gap_pct")
-    if fmt == "table":
-        styles = {id(r): "yellow" for r in doc["rows"] if r["gap"] != 0}
-        total = dict(doc["total"], **{doc["by"][0]: "TOTAL"})
-        render.table(doc["rows"] + [total], columns, title="Reconciliation (gap = vendor - metered)",
-                     caption=f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} · verify: {'ok' if doc['verify']['ok'] else 'DRIFT'}", styles=styles)
-        for item in doc["rounded"]:
-            named = ", ".join(f"{k}={v}" for k, v in item.items() if k in doc["by"])
-            render.notice(f"note: vendor quantity for {named} is {item['exact']}, rounded half-even to 6 decimals: {item['vendor']}")
-        if corrections_out:
-            render.notice(f"wrote {doc['corrections_written']} Correction events to {corrections_out}; review, then ingest")
-    elif fmt == "json":
-        render.document(doc)
-    else:
-        render.rows(doc["rows"], columns, fmt)
+    render.reconciliation(doc, columns, fmt, corrections_out)
     if limit is not None and beyond_tolerance(doc, limit):
         raise typer.Exit(1)

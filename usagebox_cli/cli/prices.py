@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app
+from usagebox_cli.cli.app import app
 
 prices_app = typer.Typer(
     help="Build price books from published price tables.\n\nExample: usagebox prices import litellm model_prices_and_context_window.json -o prices.toml",

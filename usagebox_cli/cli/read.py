@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app, db_path, output_format
+from usagebox_cli.cli.app import app, db_path, output_format
 from usagebox_cli.cli.options import (
     DbOpt, FailOnUnpricedOpt, FilterOpt, FormatOpt, FromOpt, GroupByOpt, JsonOpt, LastOpt, PeriodOpt, PricesOpt, SourceOpt, ToOpt,
     TzOpt,
@@ -24,22 +24,6 @@ def parse_filters(items: Optional[list[str]]) -> dict[str, list[str]]:
         values = filters.setdefault(key.strip(), [])
         values.extend(v for v in value.split(",") if v != "" or value == "")
     return filters
-
-
-def render_usage(doc: dict, group_by: list[str], metric_names: list[str], fmt: str, title: str) -> None:
-    from usagebox_cli import render
-
-    money = [name for name in ("cost", "unpriced_sum", "compare_cost", "compare_unpriced_sum", "cost_change")
-             if any(name in group for group in doc["groups"])]
-    columns = list(group_by) + list(metric_names) + money
-    if fmt == "json":
-        render.document(doc)
-    elif fmt in ("csv", "ndjson"):
-        render.rows(doc["groups"], columns, fmt)
-    else:
-        caption = f"{render.short_instant(doc['from'])} → {render.short_instant(doc['to'])} ({doc['source']}"
-        caption += f", {doc['currency']})" if doc.get("currency") else ")"
-        render.table(doc["groups"], columns, title=title, caption=caption)
 
 
 @app.command()
@@ -73,16 +57,16 @@ def usage(
     from usagebox_cli import render
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import run_usage
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     needs_prices(fail_on_unpriced, prices)
     window = resolve(start, end, period, last, tz)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     doc, metric_names = run_usage(conn, account, window, list(group_by or []), parse_filters(filters), source, metric, prices,
                                   compare_prices)
-    render_usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
+    render.usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
     if fmt == "table":
         from usagebox_cli.ops.accounts import empty_hint
 
@@ -111,16 +95,17 @@ def query(
 
     Example: usagebox query --json-text '{"from": "2026-06-01", "to": "2026-07-01", "group_by": ["account_id"]}'
     """
+    from usagebox_cli import render
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import load_query_document, run_query
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
     needs_prices(fail_on_unpriced, prices)
     document = load_query_document(file, json_text)
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     doc, group_by, metric_names = run_query(conn, document, prices)
-    render_usage(doc, group_by, metric_names, fmt, "Query")
+    render.usage(doc, group_by, metric_names, fmt, "Query")
     exit_if_unpriced(doc["groups"], fail_on_unpriced)
 
 
@@ -147,15 +132,14 @@ def sql(
 
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
-    from usagebox_cli.store.readonly import TABLE_ROW_CAP, check_timeout, open_readonly, parse_param, run_sql
+    from usagebox_cli.ops.sql import TABLE_ROW_CAP, check_timeout, parse_param, run_sql
 
     fmt = output_format(fmt, as_json)
     params = dict(parse_param(item) for item in param or [])
     if limit is not None and limit < 0:
         raise CannotRun("--limit must not be negative")
     check_timeout(timeout)
-    conn = open_readonly(db_path(ctx, db))
-    result = run_sql(conn, statement, params, timeout)
+    result = run_sql(db_path(ctx, db), statement, params, timeout)
     if fmt != "table":
         render.stream_rows(result.columns, islice(result.rows, limit) if limit is not None else result.rows, fmt)
         return
@@ -177,10 +161,10 @@ def accounts(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = Fa
     """
     from usagebox_cli import render
     from usagebox_cli.ops.accounts import ACCOUNT_COLUMNS, list_accounts, meter_rows
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    doc = list_accounts(connect(db_path(ctx, db), create=False))
+    doc = list_accounts(open_engine(db_path(ctx, db), create=False))
     if fmt == "json":
         render.document(doc)
     else:
@@ -214,13 +198,13 @@ def export(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.export import export as run_export
     from usagebox_cli.paths import open_output
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     if fmt not in ("ndjson", "csv"):
         raise CannotRun(f"export --format must be ndjson or csv, not {fmt!r}")
     window = resolve(start, end, period, last, tz, default="all")
-    conn = connect(db_path(ctx, db), create=False)
+    conn = open_engine(db_path(ctx, db), create=False)
     if output:
         with open_output(output, "-o", db=conn, newline="") as handle:
             count = run_export(conn, handle, fmt, account, window, excel_safe)

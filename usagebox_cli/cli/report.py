@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli import app, db_path, output_format
+from usagebox_cli.cli.app import app, db_path, output_format
 from usagebox_cli.cli.options import DbOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, PricesOpt, ToOpt, TzOpt
 
 
@@ -36,10 +36,10 @@ def report(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.report import report as run_report
-    from usagebox_cli.store.connection import connect
+    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     window = resolve(start, end, period, last, tz)
-    doc = run_report(connect(db_path(ctx, db), create=False), kind, account, window, meter, prices)
+    doc = run_report(open_engine(db_path(ctx, db), create=False), kind, account, window, meter, prices)
     render.usage_report(doc, kind, fmt, breakdown)

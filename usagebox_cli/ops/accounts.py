@@ -9,22 +9,20 @@ window was read and where the account's data is.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Optional
 
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store import accounts as store
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import Window
 
 ACCOUNT_COLUMNS = ("account_id", "meter_id", "sum", "count", "first_event", "last_event")
 
 
-def list_accounts(conn: sqlite3.Connection) -> dict:
+def list_accounts(engine) -> dict:
     """``{"accounts": [{account_id, first_event, last_event, event_count, meters: [{meter_id, sum, count, first_event, last_event}]}]}``."""
     accounts: dict[str, dict] = {}
     meters: dict[tuple[str, str], dict] = {}
-    for account, meter, first, last, micros, count in store.series_totals(conn):
+    for account, meter, first, last, micros, count in engine.series_totals():
         if first is None:  # a series whose events were never stored (its batch rolled back)
             continue
         line = meters.get((account, meter))
@@ -55,11 +53,11 @@ def meter_rows(doc: dict) -> list[dict]:
     return [dict(line, account_id=account["account_id"]) for account in doc["accounts"] for line in account["meters"]]
 
 
-def empty_hint(conn: sqlite3.Connection, account: str, window: Window) -> Optional[str]:
+def empty_hint(engine, account: str, window: Window) -> Optional[str]:
     """A line for stderr when ``account`` has no event in ``window``; None when it has."""
-    if store.has_events_between(conn, account, window.start_us, window.end_us):
+    if engine.has_events_between(account, window.start_us, window.end_us):
         return None
-    span = store.account_span(conn, account)
+    span = engine.account_span(account)
     if span is None:
         return f"{account} has no events at all; `usagebox accounts` lists the accounts there are"
     return (f"no events for {account} between {format_instant(window.start_us)} and {format_instant(window.end_us)}; "

@@ -17,11 +17,11 @@ from fractions import Fraction
 
 from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.ops.pricing import PriceBook, _amount, load_toml, pricer
+from usagebox_cli.ops.pricing import PriceBook, _amount, dimension_value, dimensions_table, load_toml, pricer
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.planner import UsageQuery, aggregate, select_series
+from usagebox_cli.ops.planner import UsageQuery, aggregate, select_series
 from usagebox_cli.timefmt import format_instant
-from usagebox_cli.timewindow import HOUR_US, Window, from_us, month_start, next_month
+from usagebox_cli.timewindow import HOUR_US, Window, from_us, month_span
 
 BUDGET_COLUMNS = ("account_id", "scope", "spend", "budget", "pct", "headroom", "burn_per_hour", "projected_hard_at", "status", "unpriced_sum")
 SCOPE_KEYS = ("meter_id", "model_id", "dimensions")
@@ -79,9 +79,11 @@ def load_budgets(path: str) -> list[Budget]:
             scope: dict[str, list[str]] = {}
             for key in ("meter_id", "model_id"):
                 if key in cap:
-                    scope[key] = [str(cap[key])]
-            for key, value in (cap.get("dimensions") or {}).items():
-                scope[key] = [str(value).lower() if isinstance(value, bool) else str(value)]
+                    if not isinstance(cap[key], str):
+                        raise CannotRun(f"{cap_where}: {key} must be a string")
+                    scope[key] = [cap[key]]
+            for key, value in dimensions_table(cap.get("dimensions", {}), cap_where).items():
+                scope[key] = [dimension_value(key, value, cap_where)]
             if not scope:
                 raise CannotRun(f"{cap_where}: give a scope: meter_id, model_id or dimensions = {{KEY = VALUE}}")
             label = ",".join(f"{k}={v[0]}" for k, v in scope.items())
@@ -119,8 +121,7 @@ def unknown_scopes(conn, budgets: list[Budget]) -> list[str]:
 def evaluate(conn, budgets: list[Budget], book: PriceBook, at_us: int, burn_window_us: int) -> dict:
     rate_of = pricer(book)
     local = from_us(at_us, timezone.utc)
-    start = month_start(local.year, local.month, timezone.utc)
-    end = month_start(*next_month(local.year, local.month), timezone.utc)
+    start, end = month_span(local.year, local.month, timezone.utc)
     month = Window(start, at_us)
     recent = Window(max(start, at_us - burn_window_us), at_us)
     rows = []

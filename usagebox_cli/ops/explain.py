@@ -11,57 +11,40 @@ events in one snapshot, never from the rollups.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import timezone
 from typing import Optional
 
 from usagebox_cli import exactjson
 from usagebox_cli.errors import Refused
-from usagebox_cli.fields import KIND_NAMES
+from usagebox_cli.events import Event, event_document
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.connection import read_snapshot
-from usagebox_cli.store.planner import UsageQuery, usage
+from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timefmt import format_instant, format_ts
-from usagebox_cli.timewindow import Window, from_us, next_month
-
-_EVENT_SQL = (
-    "SELECT e.seq, e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
-    " e.kind, e.correction_ref, s.dimensions, g.path, g.sha256, e.line, e.ingested_us"
-    " FROM events e JOIN series s ON s.series_id = e.series_id JOIN segments g ON g.segment_id = e.segment_id"
-)
-
+from usagebox_cli.timewindow import Window, from_us, months as calendar_months
 
 def _event_record(row: tuple) -> dict:
     (seq, event_id, account, meter, model, product, unit, quantity, ts, kind, ref, dims, path, sha, line, ingested) = row
-    return {
-        "event_id": event_id, "account_id": account, "meter_id": meter, "model_id": model,
-        "product_id": product, "unit": unit, "quantity": from_scaled(quantity), "timestamp": format_ts(ts),
-        "kind": KIND_NAMES[kind], "correction_ref": ref, "dimensions": None if dims is None else exactjson.loads(dims),
-        "source": path, "sha256": sha, "line": line, "ingested_at": format_ts(ingested), "seq": seq,
-    }
+    record = event_document(Event(event_id, account, meter, model, product, unit, quantity, ts, kind, ref, dims))
+    record.update({"source": path, "sha256": sha, "line": line, "ingested_at": format_ts(ingested), "seq": seq})
+    return record
 
 
-def explain(conn: sqlite3.Connection, account: str, window: Window) -> dict:
-    with read_snapshot(conn):
+def explain(engine, account: str, window: Window) -> dict:
+    with engine.read_snapshot():
         query = UsageQuery(window=window, accounts=[account], group_by=["meter_id", "model_id", "unit", "kind"], source="raw")
-        breakdown = usage(conn, query)["groups"]
+        breakdown = usage(engine, query)["groups"]
         total_sum = sum((g["sum"] for g in breakdown), 0)
         total_count = sum(g["count"] for g in breakdown)
-        params = {"account": account, "start": window.start_us, "end": window.end_us}
-        where = " WHERE s.account_id = :account AND e.ts_us >= :start AND e.ts_us < :end"
         segments = [
             {"segment_id": sid, "path": path, "sha256": sha, "ingested_at": started, "finished_at": finished,
              "sum": from_scaled(q), "count": n}
-            for sid, path, sha, started, finished, q, n in conn.execute(
-                "SELECT g.segment_id, g.path, g.sha256, g.started_at, g.finished_at, sum(e.quantity), count(*)"
-                " FROM events e JOIN series s ON s.series_id = e.series_id JOIN segments g ON g.segment_id = e.segment_id"
-                + where + " GROUP BY g.segment_id ORDER BY g.segment_id", params)
+            for sid, path, sha, started, finished, q, n in engine.segment_sums(account, window.start_us, window.end_us)
         ]
         corrections = [
             {key: record[key] for key in ("event_id", "kind", "correction_ref", "quantity", "timestamp", "source", "sha256", "line")}
-            for record in map(_event_record, conn.execute(_EVENT_SQL + where + " AND e.kind != 0 ORDER BY e.seq", params))
+            for record in map(_event_record, engine.event_rows(account, window.start_us, window.end_us, adjustments_only=True))
         ]
-        periods = _periods_touched(conn, account, window)
+        periods = _periods_touched(engine, account, window)
     return {
         "account_id": account,
         "from": format_instant(window.start_us),
@@ -74,26 +57,24 @@ def explain(conn: sqlite3.Connection, account: str, window: Window) -> dict:
     }
 
 
-def _periods_touched(conn: sqlite3.Connection, account: str, window: Window) -> list[dict]:
+def _periods_touched(engine, account: str, window: Window) -> list[dict]:
     from usagebox_cli.ops.periods import period_document
 
-    months = set(row[0] for row in conn.execute(
-        "SELECT period FROM periods WHERE account_id = ? AND end_us > ? AND start_us < ?",
-        (account, window.start_us, window.end_us)))
+    months = set(engine.closed_months(account, window.start_us, window.end_us))
     if window.end_us > window.start_us:
         first = from_us(window.start_us, timezone.utc)
         last = from_us(window.end_us - 1, timezone.utc)
-        year, month = first.year, first.month
-        while (year, month) <= (last.year, last.month) and len(months) < 240:
+        for year, month in calendar_months((first.year, first.month), (last.year, last.month)):
+            if len(months) >= 240:
+                break
             label = f"{year:04d}-{month:02d}"
             if label not in months:
-                doc = period_document(conn, account, label)
+                doc = period_document(engine, account, label)
                 if doc["event_count"]:
                     months.add(label)
-            year, month = next_month(year, month)
     out = []
     for label in sorted(months):
-        doc = period_document(conn, account, label)
+        doc = period_document(engine, account, label)
         out.append({
             "period": label, "status": doc["status"], "frozen": doc["frozen"] and
             {"quantity": doc["frozen"]["quantity"], "event_count": doc["frozen"]["event_count"]},
@@ -102,32 +83,27 @@ def _periods_touched(conn: sqlite3.Connection, account: str, window: Window) -> 
     return out
 
 
-def list_events(conn: sqlite3.Connection, account: str, window: Window, limit: int, offset: int) -> dict:
-    params = {"account": account, "start": window.start_us, "end": window.end_us, "limit": limit, "offset": offset}
-    rows = conn.execute(
-        _EVENT_SQL + " WHERE s.account_id = :account AND e.ts_us >= :start AND e.ts_us < :end"
-        " ORDER BY e.ts_us, e.seq LIMIT :limit OFFSET :offset", params).fetchall()
+def list_events(engine, account: str, window: Window, limit: int, offset: int) -> dict:
+    rows = engine.event_rows(account, window.start_us, window.end_us, limit=limit, offset=offset)
     return {
         "account_id": account, "from": format_instant(window.start_us), "to": format_instant(window.end_us),
         "offset": offset, "limit": limit, "events": [_event_record(row) for row in rows],
     }
 
 
-def explain_event(conn: sqlite3.Connection, event_id: str, account: Optional[str] = None) -> dict:
-    with read_snapshot(conn):
-        row = conn.execute(_EVENT_SQL + " WHERE e.event_id = ?", (event_id,)).fetchone()
+def explain_event(engine, event_id: str, account: Optional[str] = None) -> dict:
+    with engine.read_snapshot():
+        row = engine.event_row(event_id)
         if row is None:
             raise Refused(f"no event with event_id {event_id!r}")
         record = _event_record(row)
         if account is not None and record["account_id"] != account:
             raise Refused(f"event {event_id!r} belongs to another account, not {account}")
-        related = [_event_record(r) for r in conn.execute(_EVENT_SQL + " WHERE e.correction_ref = ? ORDER BY e.seq", (event_id,))]
+        related = [_event_record(r) for r in engine.adjustments_of(event_id)]
         conflicts = [
             {"source": path, "line": line, "detected_at": detected, "differences": diffs.split(","),
              "incoming": exactjson.loads(incoming)}
-            for path, line, detected, diffs, incoming in conn.execute(
-                "SELECT g.path, c.line, c.detected_at, c.differences, c.incoming FROM conflicts c"
-                " JOIN segments g ON g.segment_id = c.segment_id WHERE c.event_id = ? ORDER BY c.conflict_id", (event_id,))
+            for _id, _event_id, path, line, detected, diffs, _existing, incoming in engine.conflicts(event_id)
         ]
     net = record["quantity"] + sum((r["quantity"] for r in related), 0)
     return {"event": record, "corrected_by": related, "net_quantity": net, "conflicts": conflicts}

@@ -5,8 +5,8 @@ and hands over batches of classified lines; this module writes them.  The
 pipe between the two holds a batch or two, so memory stays flat whatever the
 input size.
 
-Batches are written inside ``BEGIN IMMEDIATE`` transactions that commit every
-``COMMIT_LINES`` lines or ``COMMIT_SECONDS``.  Random event_ids dirty about
+Batches are decided by ``ops.ingest_rules`` and persisted by the engine inside
+write transactions that commit every ``COMMIT_LINES`` lines or ``COMMIT_SECONDS``.  Random event_ids dirty about
 one index page per event in each index, and every commit writes the dirty
 pages out again, so fewer, larger commits are much cheaper (measured: 35 us
 per event committing every 10k lines, 18 us every 100k).  A killed ingest
@@ -17,19 +17,20 @@ duplicates and commits the rest, so totals come out as if it had run once.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
 
 from usagebox_cli import exactjson, readers
 from usagebox_cli.errors import CannotRun
+from usagebox_cli.engines import open_engine
+from usagebox_cli.engines.base import Engine
+from usagebox_cli.ops import ingest_rules
 from usagebox_cli.ops.ingest_reader import read_sources
-from usagebox_cli.ops.provenance import committed_since, last_segment_id
-from usagebox_cli.paths import check_output, database_file
-from usagebox_cli.sources import FORMATS, Source, SourceReadError
-from usagebox_cli.store.connection import begin_immediate, connect, refuse_read_only, retry_busy, write_error
-from usagebox_cli.store.writer import IngestPolicy, IngestWriter
+from usagebox_cli.ops.ingest_rules import Counts, IngestPolicy
+from usagebox_cli.ops.provenance import committed_since
+from usagebox_cli.paths import check_output
+from usagebox_cli.sources import Source, SourceReadError
 from usagebox_cli.timefmt import format_ts, now_us
 
 COMMIT_LINES = 250_000  # USAGEBOX_COMMIT_LINES overrides it
@@ -54,16 +55,12 @@ class IngestOptions:
 
 
 @dataclass
-class IngestSummary:
-    accepted: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    rejected: int = 0
+class IngestSummary(Counts):
+    skipped: Optional[int] = None  # counted for agent logs, whose lines are not all usage
     errors: list[dict] = field(default_factory=list)
     errors_truncated: bool = False
     dry_run: bool = False
     segments: list[int] = field(default_factory=list)
-    skipped: Optional[int] = None  # counted for agent logs, whose lines are not all usage
 
     @property
     def ok(self) -> bool:
@@ -97,6 +94,8 @@ def open_sources(paths: list[str], input_format: str) -> list[Source]:
         for source in sources:
             source.open()
             opened.append(source)
+            if source.input_format == "auto":
+                source.input_format = readers.detect(source.path, source.head)
     except BaseException:
         for source in opened:
             source.close()
@@ -105,7 +104,7 @@ def open_sources(paths: list[str], input_format: str) -> list[Source]:
 
 
 def ingest(
-    conn: sqlite3.Connection,
+    engine: Engine,
     paths: list[str],
     options: IngestOptions,
     progress: Optional[Callable[[Source, int], None]] = None,
@@ -118,9 +117,9 @@ def ingest(
     """
     lines_per_commit, paths, context = _prepare(options, paths)
     if options.rejects_path:
-        check_output(options.rejects_path, "--rejects", db=conn, inputs=paths)
+        check_output(options.rejects_path, "--rejects", db=engine.path or engine.location(), inputs=paths)
     sources = open_sources(paths, options.input_format)
-    return _ingest_sources(conn, sources, options, progress, lines_per_commit, context)
+    return _ingest_sources(engine, sources, options, progress, lines_per_commit, context)
 
 
 class IngestInterrupted(Exception):
@@ -149,22 +148,22 @@ def ingest_into(
         check_output(options.rejects_path, "--rejects", db=db, inputs=paths)
     sources = open_sources(paths, options.input_format)
     try:
-        conn = connect(db, notice=notice)
+        engine = open_engine(db, notice=notice)
     except BaseException:
         for source in sources:
             source.close()
         raise
     try:
-        mark = last_segment_id(conn)
+        mark = engine.last_segment_id()
         try:
-            return _ingest_sources(conn, sources, options, progress, lines_per_commit, context)
+            return _ingest_sources(engine, sources, options, progress, lines_per_commit, context)
         except KeyboardInterrupt:
             # The open transaction is rolled back, so the segments hold exactly
             # what the earlier commits kept.
-            committed = None if options.dry_run else committed_since(conn, mark, [source.path for source in sources])
+            committed = None if options.dry_run else committed_since(engine, mark, [source.path for source in sources])
             raise IngestInterrupted(committed) from None
     finally:
-        conn.close()
+        engine.close()
 
 
 def _prepare(options: IngestOptions, paths: list[str]) -> tuple[int, list[str], Optional[dict]]:
@@ -172,19 +171,19 @@ def _prepare(options: IngestOptions, paths: list[str]) -> tuple[int, list[str], 
     (agent-log folders expanded to their files) and the agent readers' context."""
     if options.extra_mode not in EXTRA_MODES:
         raise CannotRun(f"--extra must be one of {', '.join(EXTRA_MODES)}")
-    if options.input_format not in FORMATS:
-        raise CannotRun(f"--input-format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+    if options.input_format not in readers.FORMATS:
+        raise CannotRun(readers.unknown_format(options.input_format))
     context = None
     if options.input_format in readers.READERS:
         context = readers.context(options.account, options.host)
         paths = readers.expand(options.input_format, paths)
     elif options.account is not None or options.host is not None:
-        raise CannotRun("--account and --host are for agent logs (--input-format claude-code or codex)")
+        raise CannotRun(f"--account and --host are for agent logs (--input-format {' or '.join(readers.NAMES)})")
     lines_per_commit = commit_lines()  # a bad USAGEBOX_COMMIT_LINES stops us before anything is opened
     return lines_per_commit, paths, context
 
 
-def _ingest_sources(conn, sources: list[Source], options: IngestOptions, progress, lines_per_commit: int,
+def _ingest_sources(engine: Engine, sources: list[Source], options: IngestOptions, progress, lines_per_commit: int,
                     context: Optional[dict] = None) -> IngestSummary:
     rejects: Optional[TextIO] = None
     try:
@@ -193,17 +192,9 @@ def _ingest_sources(conn, sources: list[Source], options: IngestOptions, progres
                 rejects = open(options.rejects_path, "w", encoding="utf-8")
             except OSError as exc:
                 raise CannotRun(f"cannot write --rejects {options.rejects_path}: {exc.strerror or exc}") from None
-        refuse_read_only(conn)
-        # The writer takes every series_id and segment_id from rows it has just
-        # read or made in the same transaction, so the foreign keys hold by
-        # construction; checking them costs two B-tree lookups per event
-        # (about 10% of the ingest, measured).  The pragma only changes
-        # outside a transaction, hence here.
-        conn.execute("PRAGMA foreign_keys = OFF")
-        try:
-            return _run(conn, sources, options, progress, rejects, lines_per_commit, context)
-        finally:
-            conn.execute("PRAGMA foreign_keys = ON")
+        engine.refuse_read_only()
+        with engine.bulk_ingest():
+            return _run(engine, sources, options, progress, rejects, lines_per_commit, context)
     finally:
         for source in sources:
             source.close()
@@ -228,15 +219,15 @@ def commit_lines() -> int:
 class _Transactions:
     """Spans batches over one write transaction, committing by size and age."""
 
-    def __init__(self, conn: sqlite3.Connection, writer: IngestWriter, dry_run: bool, commit_lines: int):
-        self.conn, self.writer, self.dry_run = conn, writer, dry_run
+    def __init__(self, engine: Engine, dry_run: bool, commit_lines: int):
+        self.engine, self.dry_run = engine, dry_run
         self.lines = 0
         self.started = 0.0
         self.commit_lines = commit_lines
 
     def ensure(self) -> None:
-        if not self.conn.in_transaction:
-            begin_immediate(self.conn)
+        if not self.engine.in_write():
+            self.engine.begin_write()
             self.lines = 0
             self.started = time.monotonic()
 
@@ -247,31 +238,29 @@ class _Transactions:
             time.sleep(TURN_SECONDS)
 
     def commit(self) -> None:
-        if self.conn.in_transaction:
-            retry_busy(lambda: self.conn.execute("COMMIT"))
-        self.writer.committed()
+        self.engine.commit()
+        self.engine.committed()
 
     def rollback(self) -> None:
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
-        self.writer.forget_uncommitted()
+        self.engine.rollback()
+        self.engine.forget_uncommitted()
 
 
-def _run(conn, sources, options, progress, rejects, lines_per_commit: int, context=None) -> IngestSummary:
+def _run(engine: Engine, sources, options, progress, rejects, lines_per_commit: int, context=None) -> IngestSummary:
     summary = IngestSummary(dry_run=options.dry_run, skipped=None if context is None else 0)
-    writer = IngestWriter(conn, IngestPolicy(options.extra_mode, options.allow_future))
-    transactions = _Transactions(conn, writer, options.dry_run, lines_per_commit)
+    policy = IngestPolicy(options.extra_mode, options.allow_future)
+    transactions = _Transactions(engine, options.dry_run, lines_per_commit)
     segment_ids: dict[int, int] = {}
 
     def segment_for(index: int) -> int:
         if index not in segment_ids:
             source = sources[index]
-            segment_ids[index] = writer.create_segment(source.path, source.input_format, format_ts(now_us()))
+            segment_ids[index] = engine.create_segment(source.path, source.input_format, format_ts(now_us()))
             summary.segments.append(segment_ids[index])
         return segment_ids[index]
 
     try:
-        with read_sources(sources, options.extra_mode, options.assume_utc, database_file(conn), context) as messages:
+        with read_sources(sources, options.extra_mode, options.assume_utc, engine.location(), context) as messages:
             for message in messages:
                 kind = message[0]
                 if kind == "done":
@@ -282,14 +271,14 @@ def _run(conn, sources, options, progress, rejects, lines_per_commit: int, conte
                 if kind == "batch":
                     _, _, bytes_read, items = message
                     stamp = now_us()
-                    outcome = writer.write_batch(segment_for(index), source.label, items, stamp, stamp)
+                    outcome = _write_batch(engine, segment_for(index), source.label, items, policy, stamp)
                     _tally(summary, outcome, rejects)
                     transactions.wrote(len(items))
                     if progress is not None:
                         progress(source, bytes_read)
                 else:
                     _, _, sha256, size = message
-                    writer.finish_segment(segment_for(index), sha256, size, format_ts(now_us()))
+                    engine.finish_segment(segment_for(index), sha256, size, format_ts(now_us()))
                     if progress is not None:
                         progress(source, size)
         if options.dry_run:
@@ -304,22 +293,25 @@ def _run(conn, sources, options, progress, rejects, lines_per_commit: int, conte
         else:
             transactions.commit()
         raise
-    except sqlite3.OperationalError as exc:
+    except BaseException as exc:
         transactions.rollback()
-        raise write_error(conn, exc) from None
-    except BaseException:
-        transactions.rollback()
-        raise
+        failure = engine.write_failure(exc)
+        if failure is None:
+            raise
+        raise failure from None
     return summary
 
 
-def _tally(summary: IngestSummary, outcome, rejects: Optional[TextIO]) -> None:
-    summary.accepted += outcome.accepted
-    summary.duplicates += outcome.duplicates
-    summary.conflicts += outcome.conflicts
-    summary.rejected += outcome.rejected
-    if summary.skipped is not None:
-        summary.skipped += outcome.skipped
+def _write_batch(engine: Engine, segment_id: int, label: str, items: list, policy: IngestPolicy,
+                 now: int) -> ingest_rules.Decisions:
+    """Decide a batch against what the ledger holds, then have the engine persist the decisions."""
+    decisions = ingest_rules.decide(label, items, ingest_rules.lookups(engine, items), policy, now)
+    ingest_rules.overflowed(decisions, label, engine.persist_batch(segment_id, decisions, now))
+    return decisions
+
+
+def _tally(summary: IngestSummary, outcome: ingest_rules.Decisions, rejects: Optional[TextIO]) -> None:
+    summary.add(outcome.counts)
     for error in outcome.errors:
         if rejects is not None:
             rejects.write(exactjson.dumps(error) + "\n")

@@ -23,7 +23,6 @@ import os
 import pickle
 import re
 import signal
-import sqlite3
 import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -31,10 +30,11 @@ from typing import Iterator, Optional
 from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun, UsageboxError
 from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize, unstorable_text
-from usagebox_cli.paths import sqlite_uri
+from usagebox_cli.engines import fingerprint_lookup
 from usagebox_cli.readers import READERS
-from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, CsvRows, Source, SourceReadError, iter_lines
-from usagebox_cli.store.writer import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
+from usagebox_cli.readers.csv import CsvRows
+from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, Source, SourceReadError, iter_lines
+from usagebox_cli.ops.ingest_rules import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
 
 BATCH_LINES = 5_000
 # Set to False to parse in the calling process (tests use it to cover both paths).
@@ -122,18 +122,11 @@ class _Fingerprints:
 
     def __init__(self, db_path: str | None, extra_mode: str, assume_utc: bool):
         self.prefix = f"{extra_mode}|{int(assume_utc)}|".encode()
-        self.conn = None
-        if db_path:
-            try:
-                self.conn = sqlite3.connect(sqlite_uri(db_path, mode="ro"), uri=True, check_same_thread=False)
-                self.conn.execute("PRAGMA busy_timeout = 5000")
-            except sqlite3.Error:
-                self.conn = None
+        self.lookup = fingerprint_lookup(db_path)
         self.misses = 0
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        self.lookup.close()
 
     def classify(self, lines: list[tuple[int, bytes]], extra_mode: str, assume_utc: bool) -> list[Item]:
         prefix = self.prefix
@@ -144,13 +137,13 @@ class _Fingerprints:
         ]
         stored: dict = {}
         ids: list = [None] * len(lines)
-        if self.conn is not None and (self.misses == 0 or self.misses % self.PROBE_EVERY == 0):
+        if self.lookup.available and (self.misses == 0 or self.misses % self.PROBE_EVERY == 0):
             search = self.EVENT_ID.search
             for position, (_, raw) in enumerate(lines):
                 found = search(raw)
                 if found is not None:
                     ids[position] = found.group(1).decode("utf-8", "replace")
-            stored = self._stored([i for i in ids if i is not None])
+            stored = self.lookup.stored([i for i in ids if i is not None])
         self.misses = 0 if stored else self.misses + 1
         items: list[Item] = []
         for (line, raw), fingerprint, event_id in zip(lines, fingerprints, ids):
@@ -160,40 +153,14 @@ class _Fingerprints:
                 items.append((line, parse_ndjson_line(raw, extra_mode, assume_utc, fingerprint)))
         return items
 
-    def _stored(self, event_ids: list[str]) -> dict:
-        if not event_ids:
-            return {}
-        try:
-            (found,) = self.conn.execute(  # type: ignore[union-attr]
-                "SELECT json_group_object(event_id, fingerprint) FROM events"
-                " WHERE event_id IN (SELECT value FROM json_each(?)) AND fingerprint IS NOT NULL",
-                (json.dumps(event_ids),),
-            ).fetchone()
-        except sqlite3.Error:
-            return {}  # the fast path is an optimisation; the writer decides anyway
-        return json.loads(found)
 
-
-def _agent_items(source: Source, context) -> Iterator[list[Item]]:
-    """An agent log's records (``usagebox_cli.readers``), validated like NDJSON lines, in batches."""
-    reader = READERS[source.input_format]
+def _in_batches(items: Iterator[Item]) -> Iterator[list[Item]]:
+    """Items in batches of ``BATCH_LINES``; when the source breaks off, the items read before the
+    break are yielded, then the error is raised."""
     batch: list[Item] = []
-    skipped = Skipped()
     try:
-        for line, record in reader.read(source.label, iter_lines(source), context):
-            if record is None:
-                batch.append((line, skipped))
-            elif isinstance(record, str):
-                batch.append((line, Rejection(str(record))))
-            else:
-                parsed = parse_record(record, "reject", False)
-                raw = json.dumps(record, ensure_ascii=False)
-                if type(parsed) is Rejection:
-                    batch.append((line, parsed._replace(raw=raw)))
-                elif reader.growing:
-                    batch.append((line, GrowingUsage(parsed.event, raw)))
-                else:
-                    batch.append((line, parsed._replace(raw=raw)))
+        for item in items:
+            batch.append(item)
             if len(batch) >= BATCH_LINES:
                 yield batch
                 batch = []
@@ -205,34 +172,48 @@ def _agent_items(source: Source, context) -> Iterator[list[Item]]:
         yield batch
 
 
+def _agent_items(source: Source, context) -> Iterator[Item]:
+    """An agent log's records (``usagebox_cli.readers``), validated like NDJSON lines."""
+    reader = READERS[source.input_format]
+    skipped = Skipped()
+    for line, record in reader.read(source.label, iter_lines(source), context):
+        if record is None:
+            yield line, skipped
+        elif isinstance(record, str):
+            yield line, Rejection(str(record))
+        else:
+            parsed = parse_record(record, "reject", False)
+            raw = json.dumps(record, ensure_ascii=False)
+            if type(parsed) is Rejection:
+                yield line, parsed._replace(raw=raw)
+            elif reader.growing:
+                yield line, GrowingUsage(parsed.event, raw)
+            else:
+                yield line, parsed._replace(raw=raw)
+
+
+def _csv_items(source: Source, extra_mode: str, assume_utc: bool) -> Iterator[Item]:
+    for line, row in CsvRows(source):
+        if type(row) is str:
+            yield line, Rejection(row)
+        else:
+            parsed = parse_record(row, extra_mode, assume_utc)
+            yield line, parsed._replace(raw=json.dumps(row, ensure_ascii=False, default=str))
+
+
 def _source_items(source: Source, extra_mode: str, assume_utc: bool, fingerprints: _Fingerprints, context=None) -> Iterator[list[Item]]:
     """The lines of one source, classified, in batches of about ``BATCH_LINES``, in line order.
 
     When the source breaks off (a truncated gzip, an I/O error), the lines
     read before the break are still yielded, then the error is raised.
     """
-    batch: list[Item] = []
     if source.input_format in READERS:
-        yield from _agent_items(source, context)
+        yield from _in_batches(_agent_items(source, context))
         return
     if source.input_format == "csv":
-        try:
-            for line, row in CsvRows(source):
-                if type(row) is str:
-                    batch.append((line, Rejection(row)))
-                else:
-                    parsed = parse_record(row, extra_mode, assume_utc)
-                    batch.append((line, parsed._replace(raw=json.dumps(row, ensure_ascii=False, default=str))))
-                if len(batch) >= BATCH_LINES:
-                    yield batch
-                    batch = []
-        except SourceReadError:
-            if batch:
-                yield batch
-            raise
-        if batch:
-            yield batch
+        yield from _in_batches(_csv_items(source, extra_mode, assume_utc))
         return
+    batch: list[Item] = []
     too_long = Rejection(f"line is longer than {MAX_LINE_BYTES} bytes")
     pending: list[tuple[int, bytes]] = []
     try:

@@ -16,7 +16,7 @@ from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.money_tables import read_keyed_csv
 from usagebox_cli.ops.pricing import PriceBook, pricer
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.planner import UsageQuery, aggregate
+from usagebox_cli.ops.planner import UsageQuery, aggregate
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import TIME_BUCKETS, Window
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import tomllib
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from decimal import Decimal
 from typing import Any, Optional
 
 from usagebox_cli import money as money_rules
+from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import CannotRun, Refused
-from usagebox_cli.fields import KIND_NAMES
+from usagebox_cli.fields import KIND_CHOICES, KIND_CODES, KIND_NAMES, dimension_text
 from usagebox_cli.quantity import exact_text
 from usagebox_cli.timefmt import format_instant
 
@@ -149,6 +149,21 @@ def _amount(value: Any, what: str, where: str, **kwargs) -> Decimal:
         raise CannotRun(f"{where}: {exc}") from None
 
 
+def dimension_value(key: str, value, where: str) -> str:
+    """A dimension value in a price rule or a budget cap, in the events' canonical form, or a one-line refusal."""
+    text = dimension_text(value)
+    if text is None:
+        raise CannotRun(f"{where}: dimension {key!r} must be a string")
+    return text
+
+
+def dimensions_table(value, where: str) -> dict:
+    """A rule's or cap's ``dimensions``: a TOML table, or a one-line refusal."""
+    if not isinstance(value, dict):
+        raise CannotRun(f"{where}: dimensions must be a table, e.g. dimensions = {{ token_type = \"output\" }}")
+    return value
+
+
 def _instant(value: Any, key: str, where: str) -> int:
     """``effective_from``/``effective_to``: a TOML date or date-time, or the same as a string; UTC."""
     from usagebox_cli.timewindow import to_us
@@ -207,22 +222,13 @@ def parse_price_book(raw: bytes, path: str) -> PriceBook:
                 if not isinstance(value, str):
                     raise CannotRun(f"{where}: {key} must be a string")
                 if key == "kind":
-                    canonical = {n.lower(): n for n in KIND_NAMES}.get(value.lower())
-                    if canonical is None:
-                        raise CannotRun(f"{where}: kind must be Usage, Correction or Retraction")
-                    value = canonical
+                    if value.lower() not in KIND_CODES:
+                        raise CannotRun(f"{where}: kind must be {KIND_CHOICES}")
+                    value = KIND_NAMES[KIND_CODES[value.lower()]]
                 fields.append((key, value))
-        dimensions = entry.get("dimensions", {})
-        if not isinstance(dimensions, dict):
-            raise CannotRun(f"{where}: dimensions must be a table, e.g. dimensions = {{ token_type = \"output\" }}")
+        dimensions = dimensions_table(entry.get("dimensions", {}), where)
         for key, value in sorted(dimensions.items()):
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            elif isinstance(value, int):
-                value = str(value)
-            if not isinstance(value, str):
-                raise CannotRun(f"{where}: dimension {key!r} must be a string")
-            fields.append((f"dimensions.{key}", value))
+            fields.append((f"dimensions.{key}", dimension_value(key, value, where)))
         start = _instant(entry["effective_from"], "effective_from", where) if "effective_from" in entry else None
         end = _instant(entry["effective_to"], "effective_to", where) if "effective_to" in entry else None
         if start is not None and end is not None and end <= start:
@@ -306,13 +312,13 @@ def rules_in_window(book: PriceBook, series, start_us: int, end_us: int) -> set:
     return {rule_of(book, series, at) for at in starts}
 
 
-def priced_usage(conn: sqlite3.Connection, query, book: PriceBook, compare: Optional[PriceBook] = None) -> dict:
+def priced_usage(conn: Engine, query, book: PriceBook, compare: Optional[PriceBook] = None) -> dict:
     """``usage`` with ``cost`` and ``unpriced_sum`` in every group and ``currency`` in the document.
 
     With ``compare`` (a what-if): every group also carries ``compare_cost``,
     ``compare_unpriced_sum`` and ``cost_change = cost - compare_cost``.
     """
-    from usagebox_cli.store.planner import usage
+    from usagebox_cli.ops.planner import usage
 
     doc = usage(conn, query, rate_of=pricer(book))
     out = {"currency": book.currency}

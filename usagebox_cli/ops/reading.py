@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from typing import Any, Optional, Union
 
 from usagebox_cli import strictjson
+from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.store.planner import check_known_keys, METRICS, UsageQuery, usage
+from usagebox_cli.ops.planner import check_known_keys, METRICS, UsageQuery, usage
 from usagebox_cli.timewindow import Window, resolve
 
 
@@ -22,7 +22,7 @@ def _metric_names(requested: Optional[list[str]], prices: Optional[str]) -> list
     return names
 
 
-def run_usage(conn: sqlite3.Connection, account: str, window: Window, group_by: list[str],
+def run_usage(conn: Engine, account: str, window: Window, group_by: list[str],
               filters: dict[str, list[str]], source: str, metric: Optional[list[str]], prices: Optional[str],
               compare_prices: Optional[str] = None) -> tuple[dict, list[str]]:
     names = _metric_names(metric, prices)
@@ -75,7 +75,7 @@ def load_query_document(file: Optional[str], json_text: Optional[str]) -> dict:
 _QUERY_KEYS = {"account_id", "from", "to", "period", "last", "tz", "group_by", "filters", "metrics", "source"}
 
 
-def run_query(conn: sqlite3.Connection, document: dict, prices: Optional[str]) -> tuple[dict, list[str], list[str]]:
+def run_query(conn: Engine, document: dict, prices: Optional[str]) -> tuple[dict, list[str], list[str]]:
     unknown = sorted(set(document) - _QUERY_KEYS)
     if unknown:
         raise CannotRun(f"unknown query key {unknown[0]!r}; known keys: {', '.join(sorted(_QUERY_KEYS))}")

@@ -27,7 +27,7 @@ from usagebox_cli.ops.margin import pct
 from usagebox_cli.ops.money_tables import read_keyed_csv
 from usagebox_cli.ops.pricing import MATCH_FIELDS, PriceBook, PriceRule, rules_in_window
 from usagebox_cli.quantity import FRACTION_DIGITS, LIMIT, SCALE, exact_text, from_scaled
-from usagebox_cli.store.planner import FIRST_CLASS_KEYS, UsageQuery, aggregate, check_keys
+from usagebox_cli.ops.planner import FIRST_CLASS_KEYS, UsageQuery, aggregate, check_keys
 from usagebox_cli.timefmt import format_instant, format_ts
 from usagebox_cli.timewindow import TIME_BUCKETS, Window, from_us
 from datetime import timezone

@@ -13,13 +13,13 @@ are listed under ``unpricedTokens``).
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Optional
 
+from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.store.planner import UsageQuery, usage
+from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timewindow import Window
 
 KINDS = ("daily", "weekly", "monthly", "session", "blocks")
@@ -36,7 +36,7 @@ COLUMNS = {
 TOKEN_FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")
 
 
-def report(conn: sqlite3.Connection, kind: str, account: Optional[str], window: Window,
+def report(conn: Engine, kind: str, account: Optional[str], window: Window,
            meter: Optional[str] = None, prices: Optional[str] = None) -> dict:
     if kind not in KINDS:
         raise CannotRun(f"report must be one of {', '.join(KINDS)}, not {kind!r}")

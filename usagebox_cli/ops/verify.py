@@ -10,16 +10,15 @@ periods are recomputed from raw events up to their watermarks.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
 from usagebox_cli import exactjson
+from usagebox_cli.engines.base import Engine
 from usagebox_cli.errors import Refused
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.store.connection import read_snapshot, write_transaction
-from usagebox_cli.store.planner import Series, UsageQuery, aggregate
-from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Buckets, Window
+from usagebox_cli.ops.planner import Series, UsageQuery, aggregate
+from usagebox_cli.timewindow import DAY_US, HOUR_US, TIME_BUCKETS, Buckets, Window
 
 MAX_NAMED_CELLS = 20
 
@@ -31,7 +30,7 @@ class VerifyError(NamedTuple):
 
 @dataclass
 class VerifyContext:
-    conn: sqlite3.Connection
+    conn: Engine
     account: Optional[str]
     window: Window
     group_by: Optional[str]
@@ -88,28 +87,22 @@ def check_totals(ctx: VerifyContext) -> list[VerifyError]:
     return errors
 
 
-def raw_groups(conn: sqlite3.Connection, account: Optional[str], window: Window, group_by: Optional[str]) -> dict:
+def raw_groups(engine, account: Optional[str], window: Window, group_by: Optional[str]) -> dict:
     """``{(key, cell): (sum, count)}`` straight from raw events, independent of the planner.
 
-    One SQL pass over the window's events.  With a time bucket, events are
+    One pass over the window's events.  With a time bucket, events are
     grouped per series and whole second (every bucket boundary and offset
     change is on a whole second), and each second's bucket is computed from
     the instant itself (``Buckets.cell``): no hours, spans or fragments.
     """
     units = [group_by] if group_by in TIME_BUCKETS else []
     buckets = Buckets(units, window)
-    owned = "" if account is None else " AND s.account_id = :account"
-    second = "e.ts_us / 1000000" if units else "NULL"
-    rows = conn.execute(
-        f"SELECT s.series_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, s.kind, s.dimensions,"
-        f" {second}, sum(e.quantity), count(*) FROM events e JOIN series s ON s.series_id = e.series_id"
-        f" WHERE e.ts_us >= :t0 AND e.ts_us < :t1{owned} GROUP BY s.series_id, {second}",
-        {"t0": window.start_us, "t1": window.end_us, "account": account},
-    )
+    rows = engine.raw_series_sums(account, window.start_us, window.end_us, per_second=bool(units))
     keys: dict[int, tuple] = {}
     cells: dict[int, tuple] = {}
     out: dict[tuple, tuple[int, int]] = {}
-    for *columns, at, total, count in rows:
+    for row in rows:
+        columns, at, total, count = row[:8], (row[8] if units else None), row[-2], row[-1]
         series_id = columns[0]
         key = keys.get(series_id)
         if key is None:
@@ -129,81 +122,13 @@ def raw_groups(conn: sqlite3.Connection, account: Optional[str], window: Window,
     return out
 
 
-DAY_US = 24 * HOUR_US
-
-
-@dataclass(frozen=True)
-class Grain:
-    """One rollup tier: its table, the series column that keys it, and its time unit."""
-
-    table: str
-    key: str  # series_id (hourly) or base_id (daily)
-    unit: str
-    unit_us: int
-
-    def span(self, window: Window) -> dict:
-        """The whole units the window touches, as SQL parameters."""
-        first, last = window.start_us // self.unit_us, -(-window.end_us // self.unit_us)
-        return {"u0": first, "u1": last, "t0": first * self.unit_us, "t1": last * self.unit_us}
-
-    def raw_sql(self, account: Optional[str]) -> str:
-        """Raw events aggregated to this tier's cells, as rollup columns."""
-        return f"""
-            SELECT s.{self.key} AS {self.key}, e.ts_us / {self.unit_us} AS {self.unit}, sum(e.quantity) AS quantity,
-                   count(*) AS event_count, min(e.quantity) AS min_quantity, max(e.quantity) AS max_quantity
-            FROM events e JOIN series s ON s.series_id = e.series_id
-            WHERE e.ts_us >= :t0 AND e.ts_us < :t1 {'' if account is None else 'AND s.account_id = :account'}
-            GROUP BY s.{self.key}, e.ts_us / {self.unit_us}"""
-
-    def rollup_filter(self, account: Optional[str]) -> str:
-        owned = "" if account is None else f" AND {self.key} IN (SELECT series_id FROM series WHERE account_id = :account)"
-        return f"{self.unit} >= :u0 AND {self.unit} < :u1" + owned
-
-
-HOURLY = Grain("rollup_hourly", "series_id", "hour", HOUR_US)
-DAILY = Grain("rollup_daily", "base_id", "day", DAY_US)
-
-
-def drifting_cells(conn: sqlite3.Connection, account: Optional[str], window: Window, grain: Grain = HOURLY) -> list[tuple]:
-    """(key, unit, rollup sum/count/min/max, raw sum/count/min/max) for every cell of the tier that disagrees."""
-    k, u = grain.key, grain.unit
-    return conn.execute(
-        f"""
-        WITH raw AS ({grain.raw_sql(account)}),
-        roll AS (SELECT {k}, {u}, quantity, event_count, min_quantity, max_quantity
-                 FROM {grain.table} WHERE {grain.rollup_filter(account)})
-        SELECT r.{k}, r.{u}, r.quantity, r.event_count, r.min_quantity, r.max_quantity,
-               w.quantity, w.event_count, w.min_quantity, w.max_quantity
-            FROM roll r LEFT JOIN raw w ON w.{k} = r.{k} AND w.{u} = r.{u}
-            WHERE w.quantity IS NOT r.quantity OR w.event_count IS NOT r.event_count
-               OR w.min_quantity IS NOT r.min_quantity OR w.max_quantity IS NOT r.max_quantity
-        UNION ALL
-        SELECT w.{k}, w.{u}, NULL, NULL, NULL, NULL, w.quantity, w.event_count, w.min_quantity, w.max_quantity
-            FROM raw w LEFT JOIN roll r ON r.{k} = w.{k} AND r.{u} = w.{u}
-            WHERE r.{k} IS NULL
-        """,
-        dict(grain.span(window), account=account),
-    ).fetchall()
-
-
-def rebuild(conn: sqlite3.Connection, account: Optional[str], window: Window, grain: Grain) -> None:
-    """Replace the tier's cells that the window touches with aggregates of the raw events."""
-    params = dict(grain.span(window), account=account)
-    conn.execute(f"DELETE FROM {grain.table} WHERE {grain.rollup_filter(account)}", params)
-    conn.execute(
-        f"INSERT INTO {grain.table} ({grain.key}, {grain.unit}, quantity, event_count, min_quantity, max_quantity)"
-        + grain.raw_sql(account),
-        params,
-    )
-
-
 def check_rollup_cells(ctx: VerifyContext) -> list[VerifyError]:
     """Every hourly and daily rollup cell the window touches against the raw events behind it."""
     errors = []
     total = 0
     for label, cells, unit_us, stamp in (
-        ("hour", drifting_cells(ctx.conn, ctx.account, ctx.window, HOURLY), HOUR_US, _hour_text),
-        ("day", drifting_cells(ctx.conn, ctx.account, ctx.window, DAILY), DAY_US, _day_text),
+        ("hour", ctx.conn.drifting_cells(ctx.account, ctx.window.start_us, ctx.window.end_us, False), HOUR_US, _hour_text),
+        ("day", ctx.conn.drifting_cells(ctx.account, ctx.window.start_us, ctx.window.end_us, True), DAY_US, _day_text),
     ):
         total += len(cells)
         names = _series_names(ctx.conn, {cell[0] for cell in cells[:MAX_NAMED_CELLS]})
@@ -249,31 +174,21 @@ def check_frozen_periods(ctx: VerifyContext) -> list[VerifyError]:
 
 
 def check_file_integrity(ctx: VerifyContext) -> list[VerifyError]:
-    """The database file itself: SQLite's own structural check, and the JSON the schema stores.
+    """The stored bytes themselves: the engine's own structural check, and the JSON the schema stores.
 
     Every other check reads through the file's pages and indexes; a damaged
     page or an index that no longer matches its table (a bit flip in the
     event_id index lets a re-ingest count an event twice) makes their
     numbers meaningless, so this one runs first and a failure stops the rest.
-    ``quick_check`` is O(N); ``integrity_check`` (``--full``) also checks
-    that every index matches its table.
+    ``--full`` asks for the thorough check (SQLite: ``integrity_check``).
     """
-    pragma = "integrity_check" if ctx.full else "quick_check"
-    problems = [row[0] for row in ctx.conn.execute(f"PRAGMA {pragma}({MAX_NAMED_CELLS})") if row[0] != "ok"]
-    errors = [VerifyError(f"PRAGMA {pragma}", problem) for problem in problems]
-    if not errors:
-        for (series_id,) in ctx.conn.execute(
-            "SELECT series_id FROM series WHERE dimensions IS NOT NULL AND NOT json_valid(dimensions)"
-            f" LIMIT {MAX_NAMED_CELLS}"
-        ):
-            errors.append(VerifyError(f"series {series_id}", "its dimensions are not valid JSON"))
-    return errors
+    return [VerifyError(where, problem) for where, problem in ctx.conn.integrity_problems(ctx.full, MAX_NAMED_CELLS)]
 
 
 CHECKS: list[Callable[[VerifyContext], list[VerifyError]]] = [check_file_integrity, check_totals, check_rollup_cells, check_frozen_periods]
 
 
-def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, group_by: Optional[str] = None,
+def verify(conn: Engine, account: Optional[str], window: Window, group_by: Optional[str] = None,
            full: bool = False) -> tuple[dict, list[VerifyError]]:
     """Run every check in one read snapshot; return the report and the errors.
 
@@ -281,14 +196,14 @@ def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, gro
     naming what SQLite found, and no other check's numbers are reported.
     """
     if group_by is not None:
-        from usagebox_cli.store.planner import check_keys, check_known_keys
+        from usagebox_cli.ops.planner import check_keys, check_known_keys
 
         check_keys([group_by], {})
         check_known_keys(conn, [group_by])
     ctx = VerifyContext(conn, account, window, group_by, full=full)
     ctx.report = {"ok": True}
     errors: list[VerifyError] = []
-    with read_snapshot(conn):
+    with conn.read_snapshot():
         try:
             for check in CHECKS:
                 found = check(ctx)
@@ -296,8 +211,8 @@ def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, gro
                     raise corrupt(conn, found)
                 errors.extend(found)
             exactjson.dumps(ctx.report)  # a damaged value (bytes in a text column) fails here, not in the renderer
-        except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError, TypeError) as exc:
-            if isinstance(exc, sqlite3.DatabaseError) and not is_corruption(exc):
+        except Exception as exc:
+            if not (conn.is_corruption(exc) or isinstance(exc, (UnicodeDecodeError, ValueError, TypeError))):
                 raise
             raise corrupt(conn, [VerifyError("reading rows", f"{type(exc).__name__}: {exc}")]) from None
     ctx.report["ok"] = not errors
@@ -305,16 +220,8 @@ def verify(conn: sqlite3.Connection, account: Optional[str], window: Window, gro
     return ctx.report, errors
 
 
-def is_corruption(exc: sqlite3.Error) -> bool:
-    """SQLite errors that mean the file's bytes are damaged, not that a query was wrong."""
-    message = str(exc).lower()
-    return any(sign in message for sign in ("malformed", "not a database", "corrupt", "could not decode"))
-
-
-def corrupt(conn: sqlite3.Connection, errors: list[VerifyError]) -> Refused:
-    from usagebox_cli.paths import database_file
-
-    name = getattr(conn, "path", "") or database_file(conn)
+def corrupt(conn: Engine, errors: list[VerifyError]) -> Refused:
+    name = conn.path or conn.location()
     shown = "; ".join(f"{e.where}: {e.message}" for e in errors[:3])
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return Refused(
@@ -323,17 +230,17 @@ def corrupt(conn: sqlite3.Connection, errors: list[VerifyError]) -> Refused:
     )
 
 
-def repair(conn: sqlite3.Connection, account: Optional[str], window: Window) -> dict:
+def repair(conn: Engine, account: Optional[str], window: Window) -> dict:
     """Rebuild the rollup hours and days the window touches from raw events, in one transaction."""
     damaged = check_file_integrity(VerifyContext(conn, account, window, None))
     if damaged:  # rebuilding from damaged rows would only spread the damage
         raise corrupt(conn, damaged)
-    with write_transaction(conn):
-        daily = drifting_cells(conn, account, window, DAILY)
-        cells = drifting_cells(conn, account, window, HOURLY)
-        for grain, drift in ((DAILY, daily), (HOURLY, cells)):
+    with conn.write_transaction():
+        daily = conn.drifting_cells(account, window.start_us, window.end_us, True)
+        cells = conn.drifting_cells(account, window.start_us, window.end_us, False)
+        for is_daily, drift in ((True, daily), (False, cells)):
             if drift:
-                rebuild(conn, account, window, grain)
+                conn.rebuild_rollup(account, window.start_us, window.end_us, is_daily)
     names = _series_names(conn, {cell[0] for cell in cells})
     return {
         "repaired_cells": len(cells) + len(daily),
@@ -353,14 +260,11 @@ def _day_text(day: int) -> str:
     return format_instant(day * DAY_US)[:10]
 
 
-def _series_names(conn: sqlite3.Connection, ids: set) -> dict:
+def _series_names(conn: Engine, ids: set) -> dict:
     if not ids:
         return {}
-    rows = conn.execute(
-        "SELECT series_id, account_id, meter_id, model_id FROM series WHERE series_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(sorted(ids)),),
-    )
-    return {sid: "/".join(part for part in (acct, meter, model) if part) for sid, acct, meter, model in rows}
+    rows = conn.series_by_id(sorted(ids))
+    return {row[0]: "/".join(part for part in row[1:4] if part) for row in rows}
 
 
 def _hour_text(hour: int) -> str:

@@ -8,8 +8,11 @@ its format, where the agent keeps its logs, and a function from one source
 carries no usage.  Records are plain event dicts, validated afterwards by the
 same code as every NDJSON line, so an agent event obeys every event rule.
 
-The ingest's list of formats, its "unknown format" message and the
-``--input-format`` help are derived from ``READERS``.
+Every input format is a module here with a ``FORMAT`` (``readers.base.Format``):
+NDJSON and CSV, and the agent logs.  The ingest's list of formats, ``auto``'s
+detection, the "unknown format" message and the ``--input-format`` help are
+all derived from ``REGISTRY``: a new format is a new module and one line in
+``_registry``.
 """
 
 from __future__ import annotations
@@ -17,37 +20,20 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Callable, Optional
 
 from usagebox_cli.errors import CannotRun
-
-Record = tuple[int, Union[dict, str, None]]
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a reader needs beyond the log: whose usage it is and which machine wrote it."""
-
-    account: str
-    host: str
+from usagebox_cli.readers.base import (  # noqa: F401  (the names readers and ingest use)
+    Context, Format, Reader, Record, decode, is_bad, whole,
+)
 
 
-@dataclass(frozen=True)
-class Reader:
-    name: str
-    agent: str  # as people name it, for messages
-    default_roots: Callable[[], list[str]]
-    read: Callable[[str, Iterable[tuple[int, object]], Context], Iterator[Record]]
-    # Events of these meters are one response each, possibly read while it
-    # streamed: a larger count later becomes a Correction (see store.writer).
-    growing: bool = False
+def _registry() -> dict[str, Format]:
+    # The order is --input-format's order; ``auto`` tries names, then contents, then falls back to the last
+    # format that has a detector (CSV).
+    from usagebox_cli.readers import claude_code, codex, csv, ndjson
 
-
-def _registry() -> dict[str, Reader]:
-    from usagebox_cli.readers import claude_code, codex
-
-    return {reader.name: reader for reader in (claude_code.READER, codex.READER)}
+    return {item.name: item for item in (ndjson.FORMAT, csv.FORMAT, claude_code.FORMAT, codex.FORMAT)}
 
 
 def context(account: Optional[str], host: Optional[str]) -> Context:
@@ -93,38 +79,32 @@ def expand(format_name: str, paths: list[str]) -> list[str]:
     return files
 
 
-def whole(value, name: str) -> int:
-    """A token count: a JSON integer >= 0; raises ValueError naming the field."""
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{name} must be a whole number of tokens >= 0, got {value!r}")
-    return value
-
-
-def decode(raw) -> object:
-    """One JSON line to a value, or a rejection reason (a ``_Bad`` string; see ``is_bad``)."""
-    import json
-
-    if type(raw) is not bytes:
-        return _Bad("line is longer than the 1 MiB limit")
-    try:
-        text = raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        return _Bad(f"invalid UTF-8 at byte {exc.start + 1}")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        return _Bad(f"invalid JSON: {exc.msg} at character {exc.pos + 1}")
-    except (ValueError, RecursionError) as exc:
-        return _Bad(f"invalid JSON: {exc}")
-
-
-class _Bad(str):
-    """A rejection reason returned by ``decode``."""
-
-
-def is_bad(value) -> bool:
-    return type(value) is _Bad
-
-
-READERS: dict[str, Reader] = _registry()
+REGISTRY: dict[str, Format] = _registry()
+FORMATS: tuple[str, ...] = ("auto",) + tuple(REGISTRY)
+READERS: dict[str, Reader] = {name: item.agent for name, item in REGISTRY.items() if item.agent is not None}
 NAMES: tuple[str, ...] = tuple(READERS)
+
+
+def unknown_format(name: str) -> str:
+    """The error for an ``--input-format`` that no reader has."""
+    return f"--input-format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}"
+
+
+def format_help() -> str:
+    """``ingest --help``'s text for ``--input-format``."""
+    plain = [item.name for item in REGISTRY.values() if item.agent is None]
+    return f"auto, {', '.join(plain)}, or an agent log: {', '.join(NAMES)}."
+
+
+def detect(path: str, head: Callable[[], bytes]) -> str:
+    """The format ``auto`` picks for ``path``: by its name, else by its first bytes (``head()``)."""
+    name = path.lower().removesuffix(".gz")
+    for item in REGISTRY.values():
+        if item.by_name is not None and item.by_name(name):
+            return item.name
+    start = head().lstrip(b"\xef\xbb\xbf \t\r\n")
+    sniffers = [item for item in REGISTRY.values() if item.by_head is not None]
+    for item in sniffers:
+        if item.by_head(start):
+            return item.name
+    return sniffers[-1].name

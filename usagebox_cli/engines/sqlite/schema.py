@@ -1,6 +1,6 @@
 """The live schema, printed from the migrations, for docs/schema.md.
 
-``python -m usagebox_cli.store.schema`` prints the SQL of a freshly migrated
+``python -m usagebox_cli.engines.sqlite.schema`` prints the SQL of a freshly migrated
 database; ``docs/generate.py`` puts it in docs/schema.md and a test checks
 that page, so the documentation cannot drift from the code.
 """
@@ -11,7 +11,7 @@ import sqlite3
 
 
 def schema_sql() -> str:
-    from usagebox_cli.store.migrations import MIGRATIONS
+    from usagebox_cli.engines.sqlite.migrations import MIGRATIONS
 
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("BEGIN")

@@ -1,4 +1,4 @@
-"""The query planner behind ``usage``, ``query``, ``verify`` and the money commands.
+"""The query planner behind ``usage``, ``query``, ``verify`` and the money commands (engine-neutral).
 
 Everything but time is a property of a *series* (account, meter, model,
 product, unit, kind, dimensions), so a query first maps each matching series
@@ -13,12 +13,13 @@ to its group key, once, in Python.  Time is then split into
 Both sources produce the same partial aggregates (per series, per hour or
 bucket) and go through the same merge, which is why they always agree.  All
 arithmetic is on integers in millionths; Decimals appear only in the result.
+The plan is Python; each piece of it is one GROUP BY that the engine runs
+(``Engine.rollup_days``, ``hour_partials``, ``fragment_partials``).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from dataclasses import replace
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -26,10 +27,10 @@ from typing import Any, Iterable, Optional
 
 from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.fields import DIMENSION_KEY, KIND_NAMES
+from usagebox_cli.fields import DIMENSION_KEY, KIND_CHOICES, KIND_CODES, KIND_NAMES
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.timefmt import format_instant
-from usagebox_cli.timewindow import HOUR_US, TIME_BUCKETS, Buckets, Window
+from usagebox_cli.timewindow import DAY_US, HOUR_US, TIME_BUCKETS, Buckets, Window
 
 FIRST_CLASS_KEYS = ("account_id", "meter_id", "model_id", "product_id", "unit", "kind")
 METRICS = ("sum", "count", "min", "max", "avg")
@@ -109,7 +110,7 @@ def check_keys(group_by: Iterable[str], filters: dict[str, Any]) -> None:
         _check_key(key, "--filter")
 
 
-def check_known_keys(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
+def check_known_keys(engine, keys: Iterable[str]) -> None:
     """Refuse a key that no stored event carries (a typo would otherwise give one plausible ``null`` group).
 
     A dimension key counts as known when any series in the database has it,
@@ -119,8 +120,7 @@ def check_known_keys(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
     wanted = [key for key in keys if key not in TIME_BUCKETS and key not in FIRST_CLASS_KEYS]
     if not wanted:
         return
-    known = {row[0] for row in conn.execute(
-        "SELECT DISTINCT j.key FROM series s, json_each(s.dimensions) j WHERE s.dimensions IS NOT NULL")}
+    known = set(engine.dimension_keys())
     for key in wanted:
         if key not in known:
             import difflib
@@ -141,19 +141,10 @@ def _check_key(key: str, flag: str) -> None:
         raise CannotRun(f"{flag} {key!r} is not a field or dimension key")
 
 
-def select_series(conn: sqlite3.Connection, accounts: Optional[list[str]], filters: dict[str, list[str]],
+def select_series(engine, accounts: Optional[list[str]], filters: dict[str, list[str]],
                   base_only: bool = False) -> list[Series]:
     """The series of the given accounts that pass every filter (only base series: no dimensions)."""
-    sql = "SELECT series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions FROM series"
-    conditions, params = [], []
-    if base_only:
-        conditions.append("base_id = series_id")
-    if accounts is not None:
-        conditions.append("account_id IN (SELECT value FROM json_each(?))")
-        params.append(json.dumps(accounts))
-    if conditions:
-        sql += " WHERE " + " AND ".join(conditions)
-    rows = conn.execute(sql, params)
+    rows = engine.series(accounts, base_only)
     wanted = {key: _filter_values(key, values) for key, values in filters.items()}
     needs_dimensions = any(key not in FIRST_CLASS_KEYS for key in wanted)
     parsed: dict[Optional[str], dict] = {None: {}}
@@ -170,12 +161,11 @@ def select_series(conn: sqlite3.Connection, accounts: Optional[list[str]], filte
 
 def _filter_values(key: str, values: list[str]) -> set:
     if key == "kind":
-        names = {name.lower(): name for name in KIND_NAMES}
         out = set()
         for value in values:
-            if value.lower() not in names:
-                raise CannotRun(f"--filter kind={value}: kind is Usage, Correction or Retraction")
-            out.add(names[value.lower()])
+            if value.lower() not in KIND_CODES:
+                raise CannotRun(f"--filter kind={value}: kind is {KIND_CHOICES}")
+            out.add(KIND_NAMES[KIND_CODES[value.lower()]])
         return out
     return set(values)
 
@@ -187,7 +177,7 @@ def _dimensions(text: Optional[str], cache: dict) -> dict:
     return found
 
 
-def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None, use_daily: bool = True,
+def aggregate(engine, query: UsageQuery, rate_of=None, use_daily: bool = True,
               full_series: bool = False) -> tuple[list[str], dict[tuple, Aggregate], list[Series], Buckets]:
     """Run the plan; return the group keys in order and an Aggregate per (group key, cell).
 
@@ -202,7 +192,7 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None, use_dai
         raise CannotRun(f"--source must be rollup or raw, not {query.source!r}")
     buckets = Buckets([key for key in query.group_by if key in TIME_BUCKETS], query.window)
     tier = _tier(query, buckets, rate_of, use_daily, full_series)
-    series = select_series(conn, query.accounts, query.filters, base_only=tier.base)
+    series = select_series(engine, query.accounts, query.filters, base_only=tier.base)
     other_keys = [key for key in query.group_by if key not in TIME_BUCKETS]
     parsed: dict[Optional[str], dict] = {None: {}}
     needs_dimensions = any(key not in FIRST_CLASS_KEYS for key in other_keys)
@@ -226,7 +216,7 @@ def aggregate(conn: sqlite3.Connection, query: UsageQuery, rate_of=None, use_dai
             rates = None
             if rate_of is not None:
                 rates = {item.series_id: (rate_of(item, span_start) if timed else rate_of(item)) for item in series}
-            for series_id, bucket, total, count, low, high in _partials(conn, part, part_buckets, [s.series_id for s in series], tier):
+            for series_id, bucket, total, count, low, high in _partials(engine, part, part_buckets, [s.series_id for s in series], tier):
                 group = key_of.get(series_id)
                 if group is None:
                     continue
@@ -265,10 +255,10 @@ def _tier(query: UsageQuery, buckets: Buckets, rate_of, use_daily: bool = True, 
     return Tier(base=base, daily=use_daily and base and utc_days and query.source == "rollup")
 
 
-_DAY_HOURS = 24
+_DAY_HOURS = DAY_US // HOUR_US
 
 
-def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, series_ids: list[int], tier: Tier):
+def _partials(engine, query: UsageQuery, buckets: Buckets, series_ids: list[int], tier: Tier):
     """Yield ``(series_id, cell, sum, count, min, max)`` partial aggregates.
 
     Whole UTC hours (and whole UTC days with ``tier.daily``) are read grouped
@@ -279,16 +269,10 @@ def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, ser
     raw in one statement.  So the work follows the hours that hold data,
     never the window's length.
 
-    With ``tier.base`` the ids are base series ids and every statement groups
-    by ``s.base_id`` through a join, so SQL returns one row per base series.
+    With ``tier.base`` the ids are base series ids and the engine groups by
+    base series, so it returns one row per base series.
     """
-    ids = json.dumps(series_ids)
-    if tier.base:
-        hourly = "rollup_hourly r JOIN series s ON s.series_id = r.series_id"
-        raw = "events e JOIN series s ON s.series_id = e.series_id"
-        hourly_id = raw_id = "s.base_id"
-    else:
-        hourly, raw, hourly_id, raw_id = "rollup_hourly r", "events e", "r.series_id", "e.series_id"
+    ids = series_ids
     start, end = query.window.start_us, query.window.end_us
     first_hour, last_hour = -(-start // HOUR_US), end // HOUR_US
     by_time = bool(buckets.units)
@@ -302,13 +286,7 @@ def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, ser
         first_day, last_day = -(-first_hour // _DAY_HOURS), last_hour // _DAY_HOURS
         if last_day > first_day:
             hour_spans = [(first_hour, first_day * _DAY_HOURS), (last_day * _DAY_HOURS, last_hour)]
-            sql = (
-                f"SELECT base_id, {'day' if by_time else 'NULL'}, sum(quantity), sum(event_count),"
-                " min(min_quantity), max(max_quantity) FROM rollup_daily"
-                " WHERE base_id IN (SELECT value FROM json_each(:ids)) AND day >= :d0 AND day < :d1"
-                f" GROUP BY base_id{', day' if by_time else ''}"
-            )
-            for row_id, day, total, count, low, high in _fetch(conn, sql, {"ids": ids, "d0": first_day, "d1": last_day}):
+            for row_id, day, total, count, low, high in engine.rollup_days(ids, first_day, last_day, by_time):
                 # tier.daily means UTC buckets of a day or longer: a UTC day lies in one cell.
                 cell = buckets.whole(day * _DAY_HOURS * HOUR_US, (day + 1) * _DAY_HOURS * HOUR_US) if by_time else ()
                 yield row_id, cell, total, count, low, high
@@ -316,24 +294,7 @@ def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, ser
     for h0, h1 in hour_spans:
         if h1 <= h0:
             continue
-        if query.source == "rollup":
-            hour = "r.hour"
-            sql = (
-                f"SELECT {hourly_id}, {hour if by_time else 'NULL'}, sum(r.quantity), sum(r.event_count),"
-                f" min(r.min_quantity), max(r.max_quantity) FROM {hourly}"
-                f" WHERE {hourly_id} IN (SELECT value FROM json_each(:ids)) AND r.hour >= :h0 AND r.hour < :h1"
-                f" GROUP BY {hourly_id}{', ' + hour if by_time else ''}"
-            )
-        else:
-            hour = "e.ts_us / 3600000000"
-            sql = (
-                f"SELECT {raw_id}, {hour if by_time else 'NULL'}, sum(e.quantity), count(*),"
-                f" min(e.quantity), max(e.quantity) FROM {raw}"
-                f" WHERE {raw_id} IN (SELECT value FROM json_each(:ids)) AND e.ts_us >= :t0 AND e.ts_us < :t1"
-                f" GROUP BY {raw_id}{', ' + hour if by_time else ''}"
-            )
-        params = {"ids": ids, "h0": h0, "h1": h1, "t0": h0 * HOUR_US, "t1": h1 * HOUR_US}
-        for row_id, hour_value, total, count, low, high in _fetch(conn, sql, params):
+        for row_id, hour_value, total, count, low, high in engine.hour_partials(ids, h0, h1, by_time, tier.base, query.source):
             cell = buckets.whole_hour(hour_value) if by_time else ()
             if cell is None:
                 cut_hours.add(hour_value)
@@ -343,34 +304,14 @@ def _partials(conn: sqlite3.Connection, query: UsageQuery, buckets: Buckets, ser
         fragments += buckets.fragments(hour_value * HOUR_US, (hour_value + 1) * HOUR_US)
     if not fragments:
         return
-    if tier.base:
-        source, owned = "series s CROSS JOIN events e", "s.base_id IN (SELECT value FROM json_each(:ids)) AND e.series_id = s.series_id"
-    else:
-        source, owned = "events e", "e.series_id IN (SELECT value FROM json_each(:ids))"
-    # One statement for every fragment; CROSS JOIN keeps the fragment list outermost so each is an index range.
-    sql = (
-        f"SELECT f.key, {raw_id}, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)"
-        f" FROM json_each(:fragments) f CROSS JOIN {source}"
-        f" WHERE {owned} AND e.ts_us >= json_extract(f.value, '$[0]') AND e.ts_us < json_extract(f.value, '$[1]')"
-        f" GROUP BY f.key, {raw_id}"
-    )
-    spans = json.dumps([[a, b] for a, b, _cell in fragments])
-    for index, row_id, total, count, low, high in _fetch(conn, sql, {"ids": ids, "fragments": spans}):
+    spans = [(a, b) for a, b, _cell in fragments]
+    for index, row_id, total, count, low, high in engine.fragment_partials(ids, spans, tier.base):
         yield row_id, fragments[index][2], total, count, low, high
 
 
-def _fetch(conn: sqlite3.Connection, sql: str, params: dict):
-    try:
-        return conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "overflow" in str(exc):
-            raise CannotRun("a total exceeds what SQLite integers hold (9.2 trillion units at 6 decimals); narrow the window or group finer") from None
-        raise
-
-
-def usage(conn: sqlite3.Connection, query: UsageQuery, rate_of=None) -> dict:
+def usage(engine, query: UsageQuery, rate_of=None) -> dict:
     """The document of ``usagebox usage`` / ``query``: window, source and sorted groups."""
-    other_keys, groups, _series, buckets = aggregate(conn, query, rate_of)
+    other_keys, groups, _series, buckets = aggregate(engine, query, rate_of)
     priced = rate_of is not None
     rows = []
     for (key, bucket), agg in groups.items():

@@ -22,8 +22,6 @@ authorizer would otherwise (rightly) refuse.
 
 from __future__ import annotations
 
-import math
-import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -31,7 +29,6 @@ from decimal import Decimal
 from typing import Any, Iterator, Optional
 
 from usagebox_cli.errors import CannotRun, Refused
-from usagebox_cli.store.connection import connect
 
 ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
@@ -52,16 +49,11 @@ _ACTION_NAMES = {
     )
     if hasattr(sqlite3, name)
 }
-TABLE_ROW_CAP = 1_000
 TABLE_FUNCTIONS = ("json_each", "json_tree") + tuple(f"pragma_{name}" for name in sorted(READ_ONLY_PRAGMAS))
 # One value, and a whole answer, in its text form: bounds memory and output
 # whatever the time limit, since one huge value is built in a single step.
 VALUE_LIMIT = 10_000_000
 RESULT_LIMIT = 1_000_000_000
-PARAM_TYPES = ("text", "int", "decimal")
-_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PARAM_INT = re.compile(r"[+-]?[0-9]+")
-_PARAM_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
 @dataclass
@@ -102,80 +94,6 @@ class _Authorizer:
         return sqlite3.SQLITE_DENY
 
 
-def open_readonly(path: str) -> sqlite3.Connection:
-    from usagebox_cli.errors import NotADatabase
-    from usagebox_cli.paths import database_kind
-    from usagebox_cli.store import migrations
-    from usagebox_cli.store.connection import EMPTY_HINT, database_error
-
-    kind = database_kind(path)  # before any open: a FIFO would block it forever
-    if kind == "missing":
-        raise CannotRun(f"no usagebox database at {path}", hint="ingest events first, or pass --db / set USAGEBOX_DB")
-    if kind == "empty":
-        raise NotADatabase(f"{path} is an empty file, not a usagebox database", hint=EMPTY_HINT)
-    # Only a read-only connection touches the file: even closing a read-write
-    # one could checkpoint a WAL left by a killed process into the database.
-    conn = _ro(path)
-    try:
-        if migrations.check_file(conn, path) == "blank":
-            raise NotADatabase(f"{path} is an empty SQLite file, not a usagebox database", hint=EMPTY_HINT)
-        behind = conn.execute("PRAGMA user_version").fetchone()[0] < len(migrations.MIGRATIONS)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise database_error(path, exc) from None
-    except BaseException:
-        conn.close()
-        raise
-    if behind:  # an older schema: upgrade it once (a write), then read
-        conn.close()
-        connect(path, create=False).close()
-        conn = _ro(path)
-    return conn
-
-
-def _ro(path: str) -> sqlite3.Connection:
-    from usagebox_cli.store.connection import open_read_only
-
-    return open_read_only(path)
-
-
-def parse_param(item: str) -> tuple[str, Any]:
-    """One ``--param``: ``NAME=VALUE`` binds text, exactly as typed (``0012`` stays ``'0012'``).
-
-    ``NAME:int=5`` binds an integer.  ``NAME:decimal=0.5`` binds a decimal of
-    at most 6 fractional digits the way the views hold ``quantity``: an
-    integer when whole, else the double nearest the exact value (the view
-    divides the stored millionths the same way), so ``quantity = :x`` and
-    ``quantity > :x`` compare like with like.
-    """
-    head, sep, value = item.partition("=")
-    name, _, kind = head.lstrip(":").partition(":")
-    kind = kind or "text"
-    if not sep or not _PARAM_NAME.fullmatch(name):
-        raise CannotRun(f"--param {item!r} must look like NAME=VALUE, NAME:int=VALUE or NAME:decimal=VALUE")
-    if kind not in PARAM_TYPES:
-        raise CannotRun(f"--param {item!r}: unknown type {kind!r}; use text, int or decimal")
-    if kind == "text":
-        return name, value
-    if kind == "int":
-        if not _PARAM_INT.fullmatch(value) or not -2**63 <= int(value) < 2**63:
-            raise CannotRun(f"--param {item!r}: {value!r} is not a 64-bit integer")
-        return name, int(value)
-    if not _PARAM_DECIMAL.fullmatch(value) or len(value.partition(".")[2]) > 6:
-        raise CannotRun(f"--param {item!r}: {value!r} is not a decimal number with at most 6 fractional digits")
-    whole, _, fraction = value.partition(".")
-    sign = -1 if whole.startswith("-") else 1
-    micros = int((whole.lstrip("+-") or "0") + fraction.ljust(6, "0")) * sign
-    if abs(micros) >= 2**63:
-        raise CannotRun(f"--param {item!r}: {value!r} is too large")
-    return name, micros // 1_000_000 if micros % 1_000_000 == 0 else micros / 1_000_000.0
-
-
-def check_timeout(timeout: float) -> None:
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise CannotRun(f"--timeout must be a positive number of seconds, not {timeout:g}")
-
-
 def _register_table_functions(conn: sqlite3.Connection) -> None:
     for name in TABLE_FUNCTIONS:
         try:
@@ -185,8 +103,7 @@ def _register_table_functions(conn: sqlite3.Connection) -> None:
 
 
 def run_sql(conn: sqlite3.Connection, sql: str, params: dict[str, Any], timeout: float) -> SqlResult:
-    """Prepare and start a read-only query; rows stream from the returned iterator."""
-    check_timeout(timeout)
+    """Prepare and start a read-only query; rows stream from the returned iterator (``timeout`` already checked)."""
     conn.set_authorizer(None)
     _register_table_functions(conn)
     conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, VALUE_LIMIT)

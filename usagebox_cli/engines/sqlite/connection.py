@@ -1,10 +1,9 @@
-"""Opening the database: pragmas, schema checks and write transactions.
+"""Opening the SQLite database: pragmas, schema checks, and the connection that is the engine.
 
-Durability and concurrency live here.  Every connection runs in WAL mode
-with ``synchronous=FULL`` and a busy timeout; every write transaction starts
-with ``BEGIN IMMEDIATE`` so it takes the write lock up front (a deferred
-transaction that upgrades later can fail with "database is locked" no matter
-the timeout), and waiting for the lock is retried until a generous deadline.
+Every connection runs in WAL mode with ``synchronous=FULL`` and a busy
+timeout, and is a ``Database``: a ``sqlite3.Connection`` with the engine's
+methods (``engine.SQLiteEngine``).  Write transactions and waiting for the
+lock are in ``transactions``.
 """
 
 from __future__ import annotations
@@ -12,28 +11,23 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
+from usagebox_cli.engines.sqlite import migrations
 from usagebox_cli.errors import CannotRun, NotADatabase
 from usagebox_cli.paths import database_kind, sqlite_uri
+from usagebox_cli.engines.sqlite.engine import SQLiteEngine
+from usagebox_cli.engines.sqlite.transactions import (  # noqa: F401  (the names callers import from here)
+    APPLICATION_ID, BUSY_TIMEOUT_MS, DISK_FULL_HINT, WRITE_WAIT_SECONDS, begin_immediate, read_snapshot, refuse_read_only,
+    retry_busy, write_error, write_transaction,
+)
 
-APPLICATION_ID = 0x55424F58  # "UBOX": marks a file as a usagebox database
-BUSY_TIMEOUT_MS = 5_000
-# How long a writer keeps waiting for the lock before giving up with a clear
-# error.  Other writers hold it for one batch at a time, so this is generous.
-WRITE_WAIT_SECONDS = float(os.environ.get("USAGEBOX_LOCK_WAIT", "600"))
 CACHE_KIB = int(os.environ.get("USAGEBOX_CACHE_KIB", "65536"))  # page cache: 64 MiB keeps peak RSS under 300 MB (measured)
 
 
-def default_path() -> str:
-    return os.environ.get("USAGEBOX_DB") or "usagebox.db"
-
-
-class Database(sqlite3.Connection):
-    """A connection that knows whether it may write, so a write can be refused by name.
+class Database(sqlite3.Connection, SQLiteEngine):
+    """A connection that is the SQLite engine, and knows whether it may write, so a write can be refused by name.
 
     ``read_only`` is None for a normal connection, else why it cannot write
     (SQLite itself lets ``BEGIN IMMEDIATE`` through on a read-only file and
@@ -53,8 +47,6 @@ def connect(path: str | os.PathLike, *, create: bool = True, notice: Optional[Ca
     ``create`` also initialises an existing empty file, saying so through
     ``notice``.
     """
-    from usagebox_cli.store import migrations
-
     path = str(path)
     if path == ":memory:":
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=Database)
@@ -100,29 +92,12 @@ def database_error(path: str, exc: sqlite3.Error) -> CannotRun:
     return CannotRun(f"cannot open database {path}: {message}")
 
 
-DISK_FULL_HINT = "committed batches are kept; free space and run again"
-
-
-def write_error(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> Exception:
-    """A failed write as the error a user can act on; other failures unchanged."""
-    message = str(exc)
-    if "database or disk is full" in message:
-        path = getattr(conn, "path", "") or "the database"
-        return CannotRun(f"cannot write to {path}: the disk is full (SQLite: {message})", hint=DISK_FULL_HINT)
-    if "readonly" in message or "read-only" in message:
-        path = getattr(conn, "path", "") or "the database"
-        return CannotRun(f"cannot write to {path}: {message}", hint="run it where the database file and its folder are writable")
-    return exc
-
-
 def _open(path: str) -> tuple[Database, str]:
     """A read-write connection and the file's identity (see ``migrations.check_file``).
 
     A read-only one when the file or its folder cannot be written: readers
     work, and a write is refused by name (``refuse_read_only``).
     """
-    from usagebox_cli.store import migrations
-
     try:
         conn = sqlite3.connect(sqlite_uri(path, mode="rw"), uri=True, isolation_level=None,
                                check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, factory=Database)
@@ -155,8 +130,6 @@ def _open(path: str) -> tuple[Database, str]:
 
 
 def _identify(conn: sqlite3.Connection, path: str) -> str:
-    from usagebox_cli.store import migrations
-
     try:
         return migrations.check_file(conn, path)
     except sqlite3.DatabaseError as exc:
@@ -210,8 +183,6 @@ def _create(path: str) -> None:
     supported, the database is made in place (migration is one transaction
     and re-checks the version under the write lock, so that is safe too).
     """
-    from usagebox_cli.store import migrations
-
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.exists():
@@ -258,77 +229,32 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA temp_store = MEMORY")
 
 
-def retry_busy(action, deadline: float | None = None, poll: bool = False):
-    """Run ``action`` until it stops failing with SQLITE_BUSY, up to the write-wait deadline."""
-    import random
-
-    if deadline is None:
-        deadline = time.monotonic() + WRITE_WAIT_SECONDS
-    delay = 0.002 if poll else 0.01
-    while True:
-        try:
-            return action()
-        except sqlite3.OperationalError as exc:
-            message = str(exc)
-            if "locked" not in message and "busy" not in message:
-                raise
-            if time.monotonic() >= deadline:
-                raise CannotRun(
-                    f"the database stayed busy for {WRITE_WAIT_SECONDS:.0f}s: another process holds its write lock",
-                    hint="try again when it finishes, or raise USAGEBOX_LOCK_WAIT",
-                ) from None
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.01 if poll else 0.25)
-
-
-def begin_immediate(conn: sqlite3.Connection) -> None:
-    """Take the write lock, polling every few milliseconds until the deadline.
-
-    SQLite's own busy handler backs off to 100 ms sleeps, so a waiter can
-    keep missing the short gap between another writer's commits; polling
-    often (with a short busy timeout per attempt) lets waiting writers take
-    turns instead of starving.
-    """
-    refuse_read_only(conn)
-    conn.execute("PRAGMA busy_timeout = 20")
+def open_readonly(path: str) -> Database:
+    """The ledger opened for ``usagebox sql``: only a read-only connection touches the file."""
+    kind = database_kind(path)  # before any open: a FIFO would block it forever
+    if kind == "missing":
+        raise CannotRun(f"no usagebox database at {path}", hint="ingest events first, or pass --db / set USAGEBOX_DB")
+    if kind == "empty":
+        raise NotADatabase(f"{path} is an empty file, not a usagebox database", hint=EMPTY_HINT)
+    # Only a read-only connection touches the file: even closing a read-write
+    # one could checkpoint a WAL left by a killed process into the database.
+    conn = _ro(path)
     try:
-        retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), poll=True)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-
-
-def refuse_read_only(conn: sqlite3.Connection) -> None:
-    """A write asked of a database that cannot be written: say so by name."""
-    reason = getattr(conn, "read_only", None)
-    if reason:
-        raise CannotRun(f"the database {conn.path} is read-only ({reason}); this command needs to write to it",
-                        hint="run it where the database file and its folder are writable")
-
-
-@contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, waiting for the write lock; rolls back on any error."""
-    begin_immediate(conn)
-    try:
-        yield conn
-        retry_busy(lambda: conn.execute("COMMIT"))
-    except sqlite3.OperationalError as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise write_error(conn, exc) from None
+        if migrations.check_file(conn, path) == "blank":
+            raise NotADatabase(f"{path} is an empty SQLite file, not a usagebox database", hint=EMPTY_HINT)
+        behind = conn.execute("PRAGMA user_version").fetchone()[0] < len(migrations.MIGRATIONS)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise database_error(path, exc) from None
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        conn.close()
         raise
+    if behind:  # an older schema: upgrade it once (a write), then read
+        conn.close()
+        connect(path, create=False).close()
+        conn = _ro(path)
+    return conn
 
 
-@contextmanager
-def read_snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A consistent read: one snapshot for several SELECTs, even while ingests commit."""
-    retry_busy(lambda: conn.execute("BEGIN"))
-    conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()  # start the read snapshot now
-    try:
-        yield conn
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+def _ro(path: str) -> Database:
+    return open_read_only(path)

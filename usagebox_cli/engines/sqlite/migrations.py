@@ -17,10 +17,12 @@ Invariants the database itself enforces (so no code path can break them):
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Callable
 
 from usagebox_cli.errors import CannotRun, NotADatabase
+from usagebox_cli.engines.sqlite.transactions import APPLICATION_ID, write_transaction
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 migration = MIGRATIONS.append
@@ -39,18 +41,6 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
             pending = ""
     if pending.strip():
         raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:60]}")
-
-
-def refuse_changes(table: str, message: str) -> str:
-    """SQL for the two triggers that make ``table`` append-only."""
-    return "".join(
-        f"""
-        CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} BEGIN
-            SELECT RAISE(ABORT, '{message}');
-        END;
-        """
-        for action in ("UPDATE", "DELETE")
-    )
 
 
 @migration
@@ -126,7 +116,15 @@ def m001_events(conn: sqlite3.Connection) -> None:
                 max_quantity = max(max_quantity, excluded.max_quantity);
         END;
 
-""" + refuse_changes("events", "usage events are immutable: send a Correction or Retraction instead") + """
+
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN
+            SELECT RAISE(ABORT, 'usage events are immutable: send a Correction or Retraction instead');
+        END;
+
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN
+            SELECT RAISE(ABORT, 'usage events are immutable: send a Correction or Retraction instead');
+        END;
+
 
         CREATE TABLE conflicts (
             conflict_id  INTEGER PRIMARY KEY,
@@ -139,7 +137,15 @@ def m001_events(conn: sqlite3.Connection) -> None:
             detected_at  TEXT NOT NULL
         ) STRICT;
         CREATE INDEX conflicts_event_id ON conflicts(event_id);
-        """ + refuse_changes("conflicts", "the conflict log is append-only"),
+
+        CREATE TRIGGER conflicts_no_update BEFORE UPDATE ON conflicts BEGIN
+            SELECT RAISE(ABORT, 'the conflict log is append-only');
+        END;
+
+        CREATE TRIGGER conflicts_no_delete BEFORE DELETE ON conflicts BEGIN
+            SELECT RAISE(ABORT, 'the conflict log is append-only');
+        END;
+        """,
     )
 
 
@@ -221,17 +227,24 @@ def m003_periods(conn: sqlite3.Connection) -> None:
             event_count  INTEGER NOT NULL
         ) STRICT;
         CREATE INDEX period_lines_period ON period_lines(period_id);
-        """
-        + refuse_changes("periods", "a closed period is frozen: its snapshot never changes")
-        + refuse_changes("period_lines", "a closed period is frozen: its snapshot never changes"),
+
+        CREATE TRIGGER periods_no_update BEFORE UPDATE ON periods BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+
+        CREATE TRIGGER periods_no_delete BEFORE DELETE ON periods BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+
+        CREATE TRIGGER period_lines_no_update BEFORE UPDATE ON period_lines BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+
+        CREATE TRIGGER period_lines_no_delete BEFORE DELETE ON period_lines BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+        """,
     )
-
-
-def series_identity(key: tuple) -> str:
-    """The unique text of a series key (account, meter, model, product, unit, kind, dimensions)."""
-    import json
-
-    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
 
 
 @migration
@@ -264,8 +277,8 @@ def m004_daily_base_rollup(conn: sqlite3.Connection) -> None:
         ) STRICT, WITHOUT ROWID;
         """,
     )
-    # Backfill the base series (identities are made by the same Python code
-    # the ingest writer uses, so they match exactly).
+    # Backfill the base series (identities made exactly as the ingest writer
+    # made them when this step shipped).
     rows = conn.execute("SELECT series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions FROM series").fetchall()
     known = {row[1:]: row[0] for row in rows}
     for series_id, *fields in rows:
@@ -274,7 +287,9 @@ def m004_daily_base_rollup(conn: sqlite3.Connection) -> None:
             cursor = conn.execute(
                 "INSERT INTO series (identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                (series_identity(base_key), *base_key[:6]),
+                # Frozen here as it was when this step shipped (the writer's ``series_identity``
+                # may change for later rows; this step must not).
+                (json.dumps(list(base_key), ensure_ascii=False, separators=(",", ":")), *base_key[:6]),
             )
             known[base_key] = cursor.lastrowid
     for key, series_id in known.items():
@@ -324,14 +339,20 @@ def m005_frozen_cost(conn: sqlite3.Connection) -> None:
         ) STRICT;
         ALTER TABLE period_lines ADD COLUMN cost TEXT;  -- NULL: closed without --prices
         ALTER TABLE period_lines ADD COLUMN unpriced INTEGER;  -- millionths no rule priced; NULL likewise
-        """
-        + refuse_changes("period_books", "a closed period is frozen: its snapshot never changes"),
+
+        CREATE TRIGGER period_books_no_update BEFORE UPDATE ON period_books BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+
+        CREATE TRIGGER period_books_no_delete BEFORE DELETE ON period_books BEGIN
+            SELECT RAISE(ABORT, 'a closed period is frozen: its snapshot never changes');
+        END;
+        """,
     )
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
-    from usagebox_cli.store.connection import APPLICATION_ID, write_transaction
 
     version, app_id, tables = _identity(conn)
     if version == len(MIGRATIONS) and app_id == APPLICATION_ID:
@@ -349,7 +370,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS _usagebox_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        for step in MIGRATIONS[version:]:
+        for step in pending(conn, path):
             step(conn)
             conn.execute(
                 "INSERT INTO _usagebox_migrations VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
@@ -357,6 +378,26 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
             )
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+
+def pending(conn: sqlite3.Connection, path: str) -> list[Callable[[sqlite3.Connection], None]]:
+    """The steps still to run, decided by the names recorded as applied (not by a count).
+
+    The recorded names must be the first steps of ``MIGRATIONS`` in order: a
+    database migrated by another build (a step renamed, reordered or left
+    out) is refused rather than given the wrong steps.
+    """
+    recorded = [row[0] for row in conn.execute("SELECT name FROM _usagebox_migrations ORDER BY rowid")]
+    names = [step.__name__ for step in MIGRATIONS]
+    if recorded != names[:len(recorded)]:
+        wrong = next(index for index, name in enumerate(recorded) if index >= len(names) or name != names[index])
+        expected = names[wrong] if wrong < len(names) else "nothing"
+        raise CannotRun(
+            f"{path} records schema step {recorded[wrong]!r} where this usagebox has {expected}:"
+            " it was migrated by a different usagebox build",
+            hint="open it with the usagebox that made it",
+        )
+    return MIGRATIONS[len(recorded):]
 
 
 def check_file(conn: sqlite3.Connection, path: str) -> str:
@@ -389,7 +430,6 @@ def _identity(conn: sqlite3.Connection) -> tuple[int, int, int]:
 
 
 def _check_ours(conn: sqlite3.Connection, path: str, version: int, app_id: int, tables: int) -> str:
-    from usagebox_cli.store.connection import APPLICATION_ID
 
     if app_id == APPLICATION_ID:
         if version > len(MIGRATIONS):

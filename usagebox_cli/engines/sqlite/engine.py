@@ -1,0 +1,549 @@
+"""The SQLite engine: every statement the domain needs, as the methods of ``engines.base.Engine``.
+
+The engine *is* its connection (``connection.Database`` mixes this class
+into ``sqlite3.Connection``), so a statement runs without an extra hop and
+the tests' and benchmarks' connection handles are engines too.  The SQL that
+lived in ``ops`` (periods, explain, verify's rollup grains, provenance,
+export, accounts, ingest pragmas, the reader's fingerprint lookups) is here;
+``ops`` keeps the decisions and the documents.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Optional
+
+from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.sqlite import accounts as _accounts
+from usagebox_cli.engines.sqlite import transactions
+from usagebox_cli.engines.sqlite.writer import SeriesWriter
+from usagebox_cli.errors import CannotRun
+from usagebox_cli.events import Event
+from usagebox_cli.fields import CORRECTION, RETRACTION
+from usagebox_cli.timefmt import DAY_US, HOUR_US
+
+
+_EVENT_COLUMNS = (
+    "e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,"
+    " e.quantity, e.ts_us, e.kind, e.correction_ref, s.dimensions"
+)
+_EVENT_SQL = (
+    "SELECT e.seq, e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
+    " e.kind, e.correction_ref, s.dimensions, g.path, g.sha256, e.line, e.ingested_us"
+    " FROM events e JOIN series s ON s.series_id = e.series_id JOIN segments g ON g.segment_id = e.segment_id"
+)
+_SERIES_COLUMNS = "series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions"
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params) -> list:
+    """Run an aggregate; a sum beyond SQLite's 64-bit integers is a one-line error, not a traceback."""
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "overflow" in str(exc):
+            raise CannotRun("a total exceeds what SQLite integers hold (9.2 trillion units at 6 decimals); narrow the window or group finer") from None
+        raise
+
+
+class _Grain:
+    """One rollup tier: its table, the series column that keys it, and its time unit."""
+
+    def __init__(self, table: str, key: str, unit: str, unit_us: int):
+        self.table, self.key, self.unit, self.unit_us = table, key, unit, unit_us
+
+    def span(self, start_us: int, end_us: int) -> dict:
+        """The whole units the window touches, as SQL parameters."""
+        first, last = start_us // self.unit_us, -(-end_us // self.unit_us)
+        return {"u0": first, "u1": last, "t0": first * self.unit_us, "t1": last * self.unit_us}
+
+    def raw_sql(self, account: Optional[str]) -> str:
+        """Raw events aggregated to this tier's cells, as rollup columns."""
+        return f"""
+            SELECT s.{self.key} AS {self.key}, e.ts_us / {self.unit_us} AS {self.unit}, sum(e.quantity) AS quantity,
+                   count(*) AS event_count, min(e.quantity) AS min_quantity, max(e.quantity) AS max_quantity
+            FROM events e JOIN series s ON s.series_id = e.series_id
+            WHERE e.ts_us >= :t0 AND e.ts_us < :t1 {'' if account is None else 'AND s.account_id = :account'}
+            GROUP BY s.{self.key}, e.ts_us / {self.unit_us}"""
+
+    def rollup_filter(self, account: Optional[str]) -> str:
+        owned = "" if account is None else f" AND {self.key} IN (SELECT series_id FROM series WHERE account_id = :account)"
+        return f"{self.unit} >= :u0 AND {self.unit} < :u1" + owned
+
+
+_HOURLY = _Grain("rollup_hourly", "series_id", "hour", HOUR_US)
+_DAILY = _Grain("rollup_daily", "base_id", "day", DAY_US)
+
+
+class SQLiteEngine(Engine):
+    """The methods of ``Engine`` over ``self``, a ``sqlite3.Connection``."""
+
+    read_only: Optional[str] = None
+    path: str = ""
+    _series_writer: Optional[SeriesWriter] = None
+
+    # -- lifecycle and transactions ---------------------------------------------------------------
+
+    def location(self) -> Optional[str]:
+        for _, name, path in self.execute("PRAGMA database_list"):
+            if name == "main":
+                return path or None
+        return None
+
+    def read_snapshot(self):
+        return transactions.read_snapshot(self)
+
+    def write_transaction(self):
+        return transactions.write_transaction(self)
+
+    def refuse_read_only(self) -> None:
+        transactions.refuse_read_only(self)
+
+    def begin_write(self) -> None:
+        transactions.begin_immediate(self)
+
+    def in_write(self) -> bool:
+        return self.in_transaction
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            transactions.retry_busy(lambda: self.execute("COMMIT"))
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            self.execute("ROLLBACK")
+
+    @contextmanager
+    def bulk_ingest(self) -> Iterator[None]:
+        # The writer takes every series_id and segment_id from rows it has just
+        # read or made in the same transaction, so the foreign keys hold by
+        # construction; checking them costs two B-tree lookups per event
+        # (about 10% of the ingest, measured).  The pragma only changes
+        # outside a transaction, hence around the whole run.
+        self.execute("PRAGMA foreign_keys = OFF")
+        try:
+            yield
+        finally:
+            self.execute("PRAGMA foreign_keys = ON")
+
+    def write_failure(self, exc: BaseException) -> Optional[Exception]:
+        if not isinstance(exc, sqlite3.OperationalError):
+            return None
+        return transactions.write_error(self, exc)
+
+    def is_corruption(self, exc: BaseException) -> bool:
+        if not isinstance(exc, sqlite3.DatabaseError):
+            return False
+        message = str(exc).lower()
+        return any(sign in message for sign in ("malformed", "not a database", "corrupt", "could not decode"))
+
+    # -- ingest ------------------------------------------------------------------------------------
+
+    def fetch_events(self, event_ids: Iterable[str]) -> dict:
+        # One statement for any number of ids; the rows come back as one JSON array in one step.
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        (found,) = self.execute(
+            f"SELECT json_group_array(json_array({_EVENT_COLUMNS}))"
+            " FROM events e JOIN series s ON s.series_id = e.series_id"
+            " WHERE e.event_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        ).fetchone()
+        return {row[0]: Event(*row) for row in json.loads(found)}
+
+    def retracted_by(self, refs: list[str]) -> dict[str, str]:
+        (found,) = self.execute(
+            f"SELECT json_group_object(correction_ref, event_id) FROM events WHERE kind = {RETRACTION}"
+            " AND correction_ref IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(refs)),),
+        ).fetchone()
+        return json.loads(found)
+
+    def closed_periods(self) -> list[tuple[str, int, int, str]]:
+        return self.execute("SELECT account_id, start_us, end_us, period FROM periods").fetchall()
+
+    def corrections_of(self, refs: list[str]) -> list[tuple[str, str, int]]:
+        return self.execute(
+            f"SELECT event_id, correction_ref, quantity FROM events WHERE kind = {CORRECTION}"
+            " AND correction_ref IN (SELECT value FROM json_each(?))",
+            (json.dumps(refs),),
+        ).fetchall()
+
+    def stored_fingerprints(self, event_ids: list[str]) -> dict[str, int]:
+        if not event_ids:
+            return {}
+        (found,) = self.execute(
+            "SELECT json_group_object(event_id, fingerprint) FROM events"
+            " WHERE event_id IN (SELECT value FROM json_each(?)) AND fingerprint IS NOT NULL",
+            (json.dumps(event_ids),),
+        ).fetchone()
+        return json.loads(found)
+
+    def create_segment(self, path: str, input_format: str, started_at: str) -> int:
+        cursor = self.execute(
+            "INSERT INTO segments (path, input_format, started_at) VALUES (?, ?, ?)",
+            (path, input_format, started_at),
+        )
+        return cursor.lastrowid  # type: ignore[return-value]
+
+    def finish_segment(self, segment_id: int, sha256: str, size: int, finished_at: str) -> None:
+        self.execute(
+            "UPDATE segments SET sha256 = ?, size_bytes = ?, finished_at = ? WHERE segment_id = ?",
+            (sha256, size, finished_at, segment_id),
+        )
+
+    def _writer(self) -> SeriesWriter:
+        if self._series_writer is None:
+            self._series_writer = SeriesWriter(self)
+        return self._series_writer
+
+    def persist_batch(self, segment_id: int, decisions: Any, ingested_us: int) -> list[int]:
+        return self._writer().persist(segment_id, decisions, ingested_us)
+
+    def forget_uncommitted(self) -> None:
+        self._writer().forget_uncommitted()
+
+    def committed(self) -> None:
+        self._writer().committed()
+
+    def last_segment_id(self) -> int:
+        return self.execute("SELECT coalesce(max(segment_id), 0) FROM segments").fetchone()[0]
+
+    def committed_since(self, segment_id: int, paths: list[str]) -> tuple[int, int, int, int]:
+        marks = ",".join("?" * len(paths))
+        return self.execute(
+            "SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0), coalesce(sum(conflicts), 0),"
+            f" coalesce(sum(rejected), 0) FROM segments WHERE segment_id > ? AND path IN ({marks})",
+            (segment_id, *paths),
+        ).fetchone()
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def series(self, accounts: Optional[list[str]], base_only: bool = False) -> list[tuple]:
+        sql = f"SELECT {_SERIES_COLUMNS} FROM series"
+        conditions, params = [], []
+        if base_only:
+            conditions.append("base_id = series_id")
+        if accounts is not None:
+            conditions.append("account_id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(accounts))
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        return self.execute(sql, params).fetchall()
+
+    def series_by_id(self, series_ids: list[int]) -> list[tuple]:
+        return self.execute(
+            f"SELECT {_SERIES_COLUMNS} FROM series WHERE series_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(series_ids)),),
+        ).fetchall()
+
+    def dimension_keys(self, account: Optional[str] = None) -> list[str]:
+        sql = "SELECT DISTINCT j.key FROM series s, json_each(s.dimensions) j WHERE s.dimensions IS NOT NULL"
+        params: tuple = ()
+        if account is not None:
+            sql += " AND s.account_id = ?"
+            params = (account,)
+        return sorted(row[0] for row in self.execute(sql + " ORDER BY 1", params))
+
+    def has_empty_dimension_value(self, account: Optional[str]) -> bool:
+        sql = "SELECT 1 FROM series s, json_each(s.dimensions) j WHERE s.dimensions IS NOT NULL AND j.value = ''"
+        params: tuple = ()
+        if account is not None:
+            sql += " AND s.account_id = ?"
+            params = (account,)
+        return self.execute(sql + " LIMIT 1", params).fetchone() is not None
+
+    def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool) -> list[tuple]:
+        sql = (
+            f"SELECT base_id, {'day' if by_day else 'NULL'}, sum(quantity), sum(event_count),"
+            " min(min_quantity), max(max_quantity) FROM rollup_daily"
+            " WHERE base_id IN (SELECT value FROM json_each(:ids)) AND day >= :d0 AND day < :d1"
+            f" GROUP BY base_id{', day' if by_day else ''}"
+        )
+        return _fetch(self, sql, {"ids": json.dumps(ids), "d0": first_day, "d1": last_day})
+
+    def hour_partials(self, ids: list[int], first_hour: int, last_hour: int, by_hour: bool, base: bool,
+                      source: str) -> list[tuple]:
+        if base:
+            hourly = "rollup_hourly r JOIN series s ON s.series_id = r.series_id"
+            raw = "events e JOIN series s ON s.series_id = e.series_id"
+            hourly_id = raw_id = "s.base_id"
+        else:
+            hourly, raw, hourly_id, raw_id = "rollup_hourly r", "events e", "r.series_id", "e.series_id"
+        if source == "rollup":
+            hour = "r.hour"
+            sql = (
+                f"SELECT {hourly_id}, {hour if by_hour else 'NULL'}, sum(r.quantity), sum(r.event_count),"
+                f" min(r.min_quantity), max(r.max_quantity) FROM {hourly}"
+                f" WHERE {hourly_id} IN (SELECT value FROM json_each(:ids)) AND r.hour >= :h0 AND r.hour < :h1"
+                f" GROUP BY {hourly_id}{', ' + hour if by_hour else ''}"
+            )
+        else:
+            hour = f"e.ts_us / {HOUR_US}"
+            sql = (
+                f"SELECT {raw_id}, {hour if by_hour else 'NULL'}, sum(e.quantity), count(*),"
+                f" min(e.quantity), max(e.quantity) FROM {raw}"
+                f" WHERE {raw_id} IN (SELECT value FROM json_each(:ids)) AND e.ts_us >= :t0 AND e.ts_us < :t1"
+                f" GROUP BY {raw_id}{', ' + hour if by_hour else ''}"
+            )
+        params = {"ids": json.dumps(ids), "h0": first_hour, "h1": last_hour,
+                  "t0": first_hour * HOUR_US, "t1": last_hour * HOUR_US}
+        return _fetch(self, sql, params)
+
+    def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool) -> list[tuple]:
+        if base:
+            source, owned, raw_id = ("series s CROSS JOIN events e",
+                                     "s.base_id IN (SELECT value FROM json_each(:ids)) AND e.series_id = s.series_id", "s.base_id")
+        else:
+            source, owned, raw_id = "events e", "e.series_id IN (SELECT value FROM json_each(:ids))", "e.series_id"
+        # One statement for every fragment; CROSS JOIN keeps the fragment list outermost so each is an index range.
+        sql = (
+            f"SELECT f.key, {raw_id}, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)"
+            f" FROM json_each(:fragments) f CROSS JOIN {source}"
+            f" WHERE {owned} AND e.ts_us >= json_extract(f.value, '$[0]') AND e.ts_us < json_extract(f.value, '$[1]')"
+            f" GROUP BY f.key, {raw_id}"
+        )
+        return _fetch(self, sql, {"ids": json.dumps(ids), "fragments": json.dumps([list(span) for span in spans])})
+
+    def raw_series_sums(self, account: Optional[str], start_us: int, end_us: int, per_second: bool = False,
+                        after_seq: int = 0, upto_seq: Optional[int] = None) -> list[tuple]:
+        owned = "" if account is None else " AND s.account_id = :account"
+        second = ", e.ts_us / 1000000" if per_second else ""
+        seqs = "" if (after_seq == 0 and upto_seq is None) else " AND e.seq > :after AND (:upto IS NULL OR e.seq <= :upto)"
+        return self.execute(
+            f"SELECT s.series_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, s.kind, s.dimensions"
+            f"{second}, sum(e.quantity), count(*) FROM events e JOIN series s ON s.series_id = e.series_id"
+            f" WHERE e.ts_us >= :t0 AND e.ts_us < :t1{owned}{seqs} GROUP BY s.series_id{second}",
+            {"t0": start_us, "t1": end_us, "account": account, "after": after_seq, "upto": upto_seq},
+        ).fetchall()
+
+    # -- accounts ----------------------------------------------------------------------------------
+
+    def series_totals(self) -> Iterator[tuple]:
+        return _accounts.series_totals(self)
+
+    def account_span(self, account: str) -> Optional[tuple[int, int]]:
+        return _accounts.account_span(self, account)
+
+    def has_events_between(self, account: str, start_us: int, end_us: int) -> bool:
+        return _accounts.has_events_between(self, account, start_us, end_us)
+
+    # -- periods -----------------------------------------------------------------------------------
+
+    def period_snapshot(self, account: str, start_us: int, end_us: int, watermark: Optional[int]) -> list[tuple]:
+        limit = "" if watermark is None else " AND e.seq <= :watermark"
+        return self.execute(
+            "SELECT s.meter_id, s.model_id, s.unit, sum(e.quantity), count(*)"
+            " FROM events e JOIN series s ON s.series_id = e.series_id"
+            " WHERE s.account_id = :account AND e.ts_us >= :start AND e.ts_us < :end" + limit +
+            " GROUP BY s.meter_id, s.model_id, s.unit ORDER BY s.meter_id, s.model_id, s.unit",
+            {"account": account, "start": start_us, "end": end_us, "watermark": watermark},
+        ).fetchall()
+
+    def max_seq(self) -> int:
+        return self.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+
+    def period_closed_at(self, account: str, period: str) -> Optional[str]:
+        row = self.execute("SELECT closed_at FROM periods WHERE account_id = ? AND period = ?", (account, period)).fetchone()
+        return None if row is None else row[0]
+
+    def accounts_with_events(self, start_us: int, end_us: int) -> list[str]:
+        return [row[0] for row in self.execute(
+            "SELECT DISTINCT s.account_id FROM events e JOIN series s ON s.series_id = e.series_id"
+            " WHERE e.ts_us >= ? AND e.ts_us < ? ORDER BY 1", (start_us, end_us))]
+
+    def closed_accounts(self, period: str) -> set[str]:
+        return {row[0] for row in self.execute("SELECT account_id FROM periods WHERE period = ?", (period,))}
+
+    def insert_period(self, record: tuple, lines: list[tuple], book: Optional[tuple]) -> int:
+        cursor = self.execute(
+            "INSERT INTO periods (account_id, period, start_us, end_us, closed_at, watermark, quantity, event_count, forced)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", record,
+        )
+        period_id = cursor.lastrowid
+        self.executemany(
+            "INSERT INTO period_lines (period_id, meter_id, model_id, unit, quantity, event_count, cost, unpriced)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(period_id,) + tuple(line) for line in lines],
+        )
+        if book is not None:
+            self.execute(
+                "INSERT INTO period_books (period_id, currency, path, sha256, book, cost, unpriced) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (period_id,) + tuple(book),
+            )
+        return period_id  # type: ignore[return-value]
+
+    def period_row(self, account: str, period: str) -> Optional[tuple]:
+        return self.execute(
+            "SELECT period_id, closed_at, watermark, quantity, event_count FROM periods WHERE account_id = ? AND period = ?",
+            (account, period),
+        ).fetchone()
+
+    def period_lines(self, period_id: int) -> list[tuple]:
+        return self.execute(
+            "SELECT meter_id, model_id, unit, quantity, event_count, cost, unpriced FROM period_lines WHERE period_id = ?"
+            " ORDER BY meter_id, model_id, unit", (period_id,)).fetchall()
+
+    def period_book(self, period_id: int) -> Optional[tuple]:
+        return self.execute("SELECT path, sha256, book, cost, unpriced FROM period_books WHERE period_id = ?", (period_id,)).fetchone()
+
+    def events_after(self, account: str, start_us: int, end_us: int, watermark: int) -> list[tuple]:
+        return self.execute(
+            "SELECT e.event_id, e.kind, e.quantity, e.correction_ref, e.ts_us FROM events e"
+            " JOIN series s ON s.series_id = e.series_id"
+            " WHERE s.account_id = ? AND e.ts_us >= ? AND e.ts_us < ? AND e.seq > ? ORDER BY e.seq",
+            (account, start_us, end_us, watermark),
+        ).fetchall()
+
+    def closed_period_rows(self, account: Optional[str]) -> list[tuple]:
+        sql = "SELECT period_id, account_id, period, start_us, end_us, watermark, quantity, event_count FROM periods"
+        params: tuple = ()
+        if account is not None:
+            sql += " WHERE account_id = ?"
+            params = (account,)
+        return self.execute(sql + " ORDER BY period, account_id", params).fetchall()
+
+    def closed_months(self, account: str, start_us: int, end_us: int) -> set[str]:
+        return {row[0] for row in self.execute(
+            "SELECT period FROM periods WHERE account_id = ? AND end_us > ? AND start_us < ?", (account, start_us, end_us))}
+
+    # -- explain, export, provenance ----------------------------------------------------------------
+
+    def event_rows(self, account: str, start_us: int, end_us: int, adjustments_only: bool = False,
+                   limit: Optional[int] = None, offset: int = 0) -> list[tuple]:
+        params = {"account": account, "start": start_us, "end": end_us, "limit": limit, "offset": offset}
+        where = " WHERE s.account_id = :account AND e.ts_us >= :start AND e.ts_us < :end"
+        if adjustments_only:
+            return self.execute(_EVENT_SQL + where + " AND e.kind != 0 ORDER BY e.seq", params).fetchall()
+        return self.execute(_EVENT_SQL + where + " ORDER BY e.ts_us, e.seq LIMIT :limit OFFSET :offset", params).fetchall()
+
+    def event_row(self, event_id: str) -> Optional[tuple]:
+        return self.execute(_EVENT_SQL + " WHERE e.event_id = ?", (event_id,)).fetchone()
+
+    def adjustments_of(self, event_id: str) -> list[tuple]:
+        return self.execute(_EVENT_SQL + " WHERE e.correction_ref = ? ORDER BY e.seq", (event_id,)).fetchall()
+
+    def segment_sums(self, account: str, start_us: int, end_us: int) -> list[tuple]:
+        return self.execute(
+            "SELECT g.segment_id, g.path, g.sha256, g.started_at, g.finished_at, sum(e.quantity), count(*)"
+            " FROM events e JOIN series s ON s.series_id = e.series_id JOIN segments g ON g.segment_id = e.segment_id"
+            " WHERE s.account_id = :account AND e.ts_us >= :start AND e.ts_us < :end"
+            " GROUP BY g.segment_id ORDER BY g.segment_id",
+            {"account": account, "start": start_us, "end": end_us}).fetchall()
+
+    def export_rows(self, account: Optional[str], start_us: int, end_us: int) -> Iterator[tuple]:
+        sql = (
+            "SELECT e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
+            " e.kind, e.correction_ref, s.dimensions FROM events e JOIN series s ON s.series_id = e.series_id"
+            " WHERE e.ts_us >= ? AND e.ts_us < ?"
+        )
+        params: list = [start_us, end_us]
+        if account is not None:
+            sql += " AND s.account_id = ?"
+            params.append(account)
+        return self.execute(sql + " ORDER BY e.seq", params)
+
+    def segments(self) -> list[tuple]:
+        return self.execute(
+            "SELECT segment_id, path, sha256, size_bytes, input_format, started_at, finished_at,"
+            " lines, accepted, duplicates, conflicts, rejected FROM segments ORDER BY segment_id"
+        ).fetchall()
+
+    def conflicts(self, event_id: Optional[str] = None) -> list[tuple]:
+        sql = (
+            "SELECT c.conflict_id, c.event_id, s.path, c.line, c.detected_at, c.differences, c.existing, c.incoming"
+            " FROM conflicts c JOIN segments s ON s.segment_id = c.segment_id"
+        )
+        params: tuple = ()
+        if event_id is not None:
+            sql += " WHERE c.event_id = ?"
+            params = (event_id,)
+        return self.execute(sql + " ORDER BY c.conflict_id", params).fetchall()
+
+    # -- verify ------------------------------------------------------------------------------------
+
+    def drifting_cells(self, account: Optional[str], start_us: int, end_us: int, daily: bool) -> list[tuple]:
+        grain = _DAILY if daily else _HOURLY
+        k, u = grain.key, grain.unit
+        return self.execute(
+            f"""
+            WITH raw AS ({grain.raw_sql(account)}),
+            roll AS (SELECT {k}, {u}, quantity, event_count, min_quantity, max_quantity
+                     FROM {grain.table} WHERE {grain.rollup_filter(account)})
+            SELECT r.{k}, r.{u}, r.quantity, r.event_count, r.min_quantity, r.max_quantity,
+                   w.quantity, w.event_count, w.min_quantity, w.max_quantity
+                FROM roll r LEFT JOIN raw w ON w.{k} = r.{k} AND w.{u} = r.{u}
+                WHERE w.quantity IS NOT r.quantity OR w.event_count IS NOT r.event_count
+                   OR w.min_quantity IS NOT r.min_quantity OR w.max_quantity IS NOT r.max_quantity
+            UNION ALL
+            SELECT w.{k}, w.{u}, NULL, NULL, NULL, NULL, w.quantity, w.event_count, w.min_quantity, w.max_quantity
+                FROM raw w LEFT JOIN roll r ON r.{k} = w.{k} AND r.{u} = w.{u}
+                WHERE r.{k} IS NULL
+            """,
+            dict(grain.span(start_us, end_us), account=account),
+        ).fetchall()
+
+    def rebuild_rollup(self, account: Optional[str], start_us: int, end_us: int, daily: bool) -> None:
+        """Replace the tier's cells that the window touches with aggregates of the raw events."""
+        grain = _DAILY if daily else _HOURLY
+        params = dict(grain.span(start_us, end_us), account=account)
+        self.execute(f"DELETE FROM {grain.table} WHERE {grain.rollup_filter(account)}", params)
+        self.execute(
+            f"INSERT INTO {grain.table} ({grain.key}, {grain.unit}, quantity, event_count, min_quantity, max_quantity)"
+            + grain.raw_sql(account),
+            params,
+        )
+
+    def integrity_problems(self, full: bool, limit: int) -> list[tuple[str, str]]:
+        # quick_check is O(N); integrity_check (--full) also checks that every index matches its table.
+        pragma = "integrity_check" if full else "quick_check"
+        problems = [(f"PRAGMA {pragma}", row[0]) for row in self.execute(f"PRAGMA {pragma}({limit})") if row[0] != "ok"]
+        if not problems:
+            for (series_id,) in self.execute(
+                f"SELECT series_id FROM series WHERE dimensions IS NOT NULL AND NOT json_valid(dimensions) LIMIT {limit}"
+            ):
+                problems.append((f"series {series_id}", "its dimensions are not valid JSON"))
+        return problems
+
+    # -- the sandboxed sql -------------------------------------------------------------------------
+
+    def run_sql(self, sql: str, params: dict[str, Any], timeout: float):
+        from usagebox_cli.engines.sqlite import readonly
+
+        return readonly.run_sql(self, sql, params, timeout)
+
+
+class FingerprintLookup:
+    """The reading process's own read-only connection, for the re-ingest fast path.
+
+    An optimisation only: any failure to open or read gives "nothing stored",
+    and the writer decides anyway.
+    """
+
+    def __init__(self, path: Optional[str]):
+        from usagebox_cli.paths import sqlite_uri
+
+        self.conn: Optional[sqlite3.Connection] = None
+        if path:
+            try:
+                self.conn = sqlite3.connect(sqlite_uri(path, mode="ro"), uri=True, check_same_thread=False)
+                self.conn.execute("PRAGMA busy_timeout = 5000")
+            except sqlite3.Error:
+                self.conn = None
+
+    @property
+    def available(self) -> bool:
+        return self.conn is not None
+
+    def stored(self, event_ids: list[str]) -> dict:
+        if not event_ids or self.conn is None:
+            return {}
+        try:
+            return SQLiteEngine.stored_fingerprints(self.conn, event_ids)  # type: ignore[arg-type]
+        except sqlite3.Error:
+            return {}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
