@@ -24,7 +24,7 @@ from typing import Optional
 from usagebox_cli import exactjson, money
 from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.ops.margin import pct
-from usagebox_cli.ops.money_tables import read_keyed_csv
+from usagebox_cli.readers.vendor_reports import read_invoice
 from usagebox_cli.ops.pricing import MATCH_FIELDS, PriceBook, PriceRule, rules_in_window
 from usagebox_cli.quantity import FRACTION_DIGITS, LIMIT, SCALE, exact_text, from_scaled
 from usagebox_cli.store.planner import FIRST_CLASS_KEYS, UsageQuery, aggregate, check_keys
@@ -82,7 +82,7 @@ def _fraction_text(value: Fraction) -> str:
 
 
 def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window: Window,
-              book: Optional[PriceBook], skip_verify: bool) -> tuple[dict, dict]:
+              book: Optional[PriceBook], skip_verify: bool, invoice_format: str = "auto") -> tuple[dict, dict]:
     """Return the reconciliation document and, per key, what a correction needs."""
     from usagebox_cli.ops.verify import verify
 
@@ -107,9 +107,10 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
         for item in series:
             dims = _json.loads(item.dimensions) if item.dimensions else {}
             members.setdefault(tuple(item.value(k, dims) for k in by), []).append(item)
-    column, vendor_sums = read_keyed_csv(invoice, list(by), ("quantity", "amount"), "invoice")
+    table = read_invoice(invoice, list(by), invoice_format, window, book.currency if book else None)
+    column, vendor_sums = table.column, table.sums
     if column == "amount" and book is None:
-        raise CannotRun(f"{invoice} lists amounts: pass --prices FILE to turn them back into quantities")
+        raise CannotRun(f"{invoice if isinstance(invoice, str) else ', '.join(invoice)} lists amounts: pass --prices FILE to turn them back into quantities")
     vendor: dict[tuple, int] = {}
     rounded: list[dict] = []
     for key, value in vendor_sums.items():
@@ -136,6 +137,7 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
         "to": format_instant(window.end_us),
         "by": list(by),
         "invoice_column": column,
+        **({"invoice": table.describe()} if table.describe() else {}),
         "rounding": ROUNDING_RULE,
         "rounded": rounded,
         "verify": report,
