@@ -82,7 +82,8 @@ def _fraction_text(value: Fraction) -> str:
 
 
 def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window: Window,
-              book: Optional[PriceBook], skip_verify: bool, invoice_format: str = "auto") -> tuple[dict, dict]:
+              book: Optional[PriceBook], skip_verify: bool, invoice_format: str = "auto",
+              meters: Optional[list[str]] = None) -> tuple[dict, dict]:
     """Return the reconciliation document and, per key, what a correction needs."""
     from usagebox_cli.ops.verify import verify
 
@@ -97,7 +98,8 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
             f"verify found drift ({errors[0].where}: {errors[0].message}); reconcile your own meter first",
             hint="run usagebox verify --repair, or pass --skip-verify",
         )
-    query = UsageQuery(window=window, accounts=None if account is None else [account], group_by=list(by), metrics=["sum"])
+    query = UsageQuery(window=window, accounts=None if account is None else [account], group_by=list(by), metrics=["sum"],
+                       filters={"meter_id": list(meters)} if meters else {})
     _keys, groups, series, _buckets = aggregate(conn, query, full_series=True)  # prices may name dimensions
     metered = {key: agg.sum for (key, _bucket), agg in groups.items()}
     members: dict[tuple, list] = {}
