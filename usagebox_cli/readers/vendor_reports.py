@@ -119,12 +119,17 @@ class Invoice:
 # -- reading values -----------------------------------------------------------
 
 
+def _shown(value) -> str:
+    """A JSON value as the report wrote it, cut short for a message."""
+    return (str(value) if isinstance(value, Decimal) else json.dumps(value, default=str))[:40]
+
+
 def _tokens(container: dict, name: str, where: str) -> int:
     value = container.get(name, 0)
     if value is None:
         return 0
     if type(value) is not int or value < 0:
-        raise _Bad(f"{where}.{name} must be a whole number of tokens >= 0, got {json.dumps(value, default=str)[:40]}")
+        raise _Bad(f"{where}.{name} must be a whole number of tokens >= 0, got {_shown(value)}")
     return value
 
 
@@ -146,7 +151,7 @@ def _text(result: dict, name: str, where: str) -> Optional[str]:
         return value
     if type(value) is bool:
         return "true" if value else "false"
-    raise _Bad(f"{where}.{name} must be a string, got {json.dumps(value, default=str)[:40]}")
+    raise _Bad(f"{where}.{name} must be a string, got {_shown(value)}")
 
 
 def _amount(value: Decimal, where: str) -> Decimal:
@@ -159,7 +164,7 @@ def _amount(value: Decimal, where: str) -> Decimal:
 def _cents(value, where: str) -> Decimal:
     """Anthropic's amount: a decimal string in cents, as dollars, exactly."""
     if not isinstance(value, str):
-        raise _Bad(f"{where}.amount must be a decimal string (cents), got {json.dumps(value, default=str)[:40]}")
+        raise _Bad(f"{where}.amount must be a decimal string (cents), got {_shown(value)}")
     try:
         cents = Decimal(value.strip())
     except ArithmeticError:
@@ -174,7 +179,7 @@ def _float_amount(value, where: str) -> Decimal:
     if type(value) is int:
         return _amount(Decimal(value), where)
     if not isinstance(value, Decimal):
-        raise _Bad(f"{where} must be a number, got {json.dumps(value, default=str)[:40]}")
+        raise _Bad(f"{where} must be a number, got {_shown(value)}")
     number = float(value)
     if number != number or number in (float("inf"), float("-inf")):
         raise _Bad(f"{where} {value} is not a finite number")
@@ -189,11 +194,11 @@ def _bucket(bucket: dict, start_name: str, end_name: str, where: str, window, st
         value = bucket.get(name)
         if seconds:
             if type(value) is not int or value < 0:
-                raise _Bad(f"{where}.{name} must be a Unix time in whole seconds, got {json.dumps(value, default=str)[:40]}")
+                raise _Bad(f"{where}.{name} must be a Unix time in whole seconds, got {_shown(value)}")
             edges.append(value * 1_000_000)
         else:
             if not isinstance(value, str):
-                raise _Bad(f"{where}.{name} must be an RFC 3339 date-time, got {json.dumps(value, default=str)[:40]}")
+                raise _Bad(f"{where}.{name} must be an RFC 3339 date-time, got {_shown(value)}")
             try:
                 edges.append(parse_rfc3339(value, what=f"{where}.{name}"))
             except InstantError as exc:
