@@ -132,7 +132,9 @@ def margin(
 def reconcile(
     ctx: typer.Context,
     account: Annotated[Optional[str], typer.Argument(help="The account (default: all).", show_default=False)] = None,
-    invoice: Annotated[str, typer.Option("--invoice", help="Vendor invoice CSV: the --by column(s) and quantity or amount.", metavar="CSV", show_default=False)] = ...,  # type: ignore[assignment]
+    invoice: Annotated[list[str], typer.Option("--invoice", help="Vendor invoice: a CSV with the --by column(s) and quantity or amount, or a vendor report (see --invoice-format); repeat for several pages.", metavar="FILE", show_default=False)] = ...,  # type: ignore[assignment]
+    invoice_format: Annotated[str, typer.Option("--invoice-format", help="auto, csv, anthropic-usage, anthropic-cost, openai-usage, openai-costs or claude-code-cost.", metavar="FORMAT")] = "auto",
+    meter: Annotated[Optional[list[str]], typer.Option("--meter", help="Compare only this meter's events (repeat for several), e.g. the one the vendor's report covers.", metavar="ID", show_default=False)] = None,
     by: Annotated[Optional[list[str]], typer.Option("--by", help="The invoice's key column(s); repeat for several.", show_default=False)] = None,
     prices: Annotated[Optional[str], typer.Option("--prices", help="Price book to turn invoice amounts into quantities.", metavar="FILE", show_default=False)] = None,
     corrections_out: Annotated[Optional[str], typer.Option("--corrections-out", help="Write Correction events for the gaps (NDJSON).", metavar="FILE", show_default=False)] = None,
@@ -173,11 +175,11 @@ def reconcile(
     window = resolve(start, end, period, last, tz)
     conn = open_engine(db_path(ctx, db), create=False)
     if corrections_out:
-        check_output(corrections_out, "--corrections-out", db=conn, inputs=(invoice, prices))
-    doc, needs = run_reconcile(conn, account, invoice, list(by or []), window,
-                               load_price_book(prices) if prices else None, skip_verify)
+        check_output(corrections_out, "--corrections-out", db=conn, inputs=(*invoice, prices))
+    doc, needs = run_reconcile(conn, account, invoice[0] if len(invoice) == 1 else invoice, list(by or []), window,
+                               load_price_book(prices) if prices else None, skip_verify, invoice_format, meter)
     if corrections_out:
-        written = write_corrections(corrections_out, doc, needs, window, account, invoice)
+        written = write_corrections(corrections_out, doc, needs, window, account, invoice[0])
         doc["corrections_written"] = written
     columns = tuple(doc["by"]) + ("metered", "vendor", "gap", "gap_pct")
     render.reconciliation(doc, columns, fmt, corrections_out)

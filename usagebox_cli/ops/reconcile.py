@@ -24,7 +24,7 @@ from typing import Optional
 from usagebox_cli import exactjson, money
 from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.ops.margin import pct
-from usagebox_cli.ops.money_tables import read_keyed_csv
+from usagebox_cli.readers.vendor_reports import read_invoice
 from usagebox_cli.ops.pricing import MATCH_FIELDS, PriceBook, PriceRule, rules_in_window
 from usagebox_cli.quantity import FRACTION_DIGITS, LIMIT, SCALE, exact_text, from_scaled
 from usagebox_cli.ops.planner import FIRST_CLASS_KEYS, UsageQuery, aggregate, check_keys
@@ -82,7 +82,8 @@ def _fraction_text(value: Fraction) -> str:
 
 
 def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window: Window,
-              book: Optional[PriceBook], skip_verify: bool) -> tuple[dict, dict]:
+              book: Optional[PriceBook], skip_verify: bool, invoice_format: str = "auto",
+              meters: Optional[list[str]] = None) -> tuple[dict, dict]:
     """Return the reconciliation document and, per key, what a correction needs."""
     from usagebox_cli.ops.verify import verify
 
@@ -97,7 +98,8 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
             f"verify found drift ({errors[0].where}: {errors[0].message}); reconcile your own meter first",
             hint="run usagebox verify --repair, or pass --skip-verify",
         )
-    query = UsageQuery(window=window, accounts=None if account is None else [account], group_by=list(by), metrics=["sum"])
+    query = UsageQuery(window=window, accounts=None if account is None else [account], group_by=list(by), metrics=["sum"],
+                       filters={"meter_id": list(meters)} if meters else {})
     _keys, groups, series, _buckets = aggregate(conn, query, full_series=True)  # prices may name dimensions
     metered = {key: agg.sum for (key, _bucket), agg in groups.items()}
     members: dict[tuple, list] = {}
@@ -107,9 +109,10 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
         for item in series:
             dims = _json.loads(item.dimensions) if item.dimensions else {}
             members.setdefault(tuple(item.value(k, dims) for k in by), []).append(item)
-    column, vendor_sums = read_keyed_csv(invoice, list(by), ("quantity", "amount"), "invoice")
+    table = read_invoice(invoice, list(by), invoice_format, window, book.currency if book else None)
+    column, vendor_sums = table.column, table.sums
     if column == "amount" and book is None:
-        raise CannotRun(f"{invoice} lists amounts: pass --prices FILE to turn them back into quantities")
+        raise CannotRun(f"{invoice if isinstance(invoice, str) else ', '.join(invoice)} lists amounts: pass --prices FILE to turn them back into quantities")
     vendor: dict[tuple, int] = {}
     rounded: list[dict] = []
     for key, value in vendor_sums.items():
@@ -136,6 +139,7 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
         "to": format_instant(window.end_us),
         "by": list(by),
         "invoice_column": column,
+        **({"invoice": table.describe()} if table.describe() else {}),
         "rounding": ROUNDING_RULE,
         "rounded": rounded,
         "verify": report,
