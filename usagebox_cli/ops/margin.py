@@ -13,7 +13,7 @@ from typing import Optional
 
 from usagebox_cli import money
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.ops.money_tables import read_keyed_csv
+from usagebox_cli.readers.money_tables import read_keyed_csv
 from usagebox_cli.ops.pricing import PriceBook, pricer
 from usagebox_cli.quantity import from_scaled
 from usagebox_cli.ops.planner import UsageQuery, aggregate

@@ -530,7 +530,7 @@ def read_invoice(paths, by: list[str], fmt: str = "auto", window=None, currency:
     ``window`` leaves out report buckets outside it; ``currency`` (the price
     book's) must be the report's when it states one.
     """
-    from usagebox_cli.ops.money_tables import read_keyed_csv
+    from usagebox_cli.readers.money_tables import read_keyed_csv
 
     if fmt not in FORMATS:
         raise CannotRun(f"--invoice-format must be one of {', '.join(FORMATS)}, not {fmt!r}")
