@@ -232,3 +232,20 @@ def test_fail_on_unpriced_report_needs_a_price_book(ledger):
     result = ledger("report", "daily", *NOVEMBER, "--fail-on-unpriced")
     assert result.returncode == 2
     assert result.stderr.strip() == "Error: --fail-on-unpriced needs --prices FILE: without a price book nothing is priced"
+
+
+def test_report_cost_sums_exactly_beyond_28_digits(cli, tmp_path):
+    # Python's default decimal context keeps 28 digits: summing these two costs there would round
+    import json
+
+    from tests.conftest import write_ndjson
+
+    book = tmp_path / "p.toml"
+    book.write_text('currency = "USD"\n[[price]]\nmeter_id = "claude_code"\nunit_price = "0.123456789012345678901234"\n')
+    cli("ingest", write_ndjson(tmp_path / "b.ndjson", [tokens(1, "2026-11-20T09:00:00Z", 123456789, "input"),
+                                                        tokens(2, "2026-11-20T09:00:01Z", 123456789, "output")]))
+    exact = "30483157.503429357750342795555252"  # 2 × 123,456,789 × the price, 32 digits
+    blocks = json.loads(cli("report", "blocks", *NOVEMBER, "--prices", book, "--json").stdout, parse_float=str)
+    assert (blocks["blocks"][0]["costUSD"], blocks["totals"]["totalCost"]) == (exact, exact)
+    daily = json.loads(cli("report", "daily", *NOVEMBER, "--prices", book, "--json").stdout, parse_float=str)
+    assert (daily["daily"][0]["totalCost"], daily["totals"]["totalCost"]) == (exact, exact)
