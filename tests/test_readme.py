@@ -24,7 +24,7 @@ README = ROOT / "README.md"
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 # Event timestamps in the examples are whole seconds; a microsecond fraction
 # that is not .000000 is a wall-clock time, different on every run.
-README_NOW = "2026-07-20T08:00:00.123456Z"
+README_NOW = "2026-12-01T12:00:00.123456Z"
 VOLATILE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(?!000000)\d{6}Z")
 
 

@@ -386,6 +386,9 @@ def usage_report(doc: dict, kind: str, fmt: str, breakdown: bool = False) -> Non
     if fmt == "json":
         document(doc)
         return
+    if kind == "blocks":
+        _blocks_report(doc, fmt, breakdown)
+        return
     rows_key = next(key for key in doc if key not in ("totals", "currency"))
     label = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId"}[kind]
     priced = "unpricedTokens" in doc["totals"]
@@ -470,3 +473,63 @@ def reconciliation(doc: dict, columns: Sequence[str], fmt: str, corrections_out:
         document(doc)
     else:
         rows(doc["rows"], columns, fmt)
+
+BLOCK_CSV_COLUMNS = ("id", "startTime", "endTime", "actualEndTime", "isActive", "isGap", "entries",
+                     "tokenCounts.inputTokens", "tokenCounts.outputTokens", "tokenCounts.cacheCreationInputTokens",
+                     "tokenCounts.cacheReadInputTokens", "totalTokens", "costUSD", "models",
+                     "burnRate.tokensPerMinute", "burnRate.tokensPerMinuteForIndicator", "burnRate.costPerHour",
+                     "projection.totalTokens", "projection.totalCost", "projection.remainingMinutes")
+
+
+def _blocks_report(doc: dict, fmt: str, breakdown: bool) -> None:
+    """``report blocks`` for people: a row per block or gap, the active block's burn rate and projection under it."""
+    priced = "unpricedTokens" in doc["totals"]
+    if fmt in ("csv", "ndjson"):
+        columns = list(BLOCK_CSV_COLUMNS) + (["unpricedTokens"] if priced else [])
+        flat = [flatten({k: v for k, v in block.items() if k != "modelBreakdowns"}) for block in doc["blocks"]]
+        rows([{column: record.get(column) for column in columns} for record in flat], columns, fmt)
+        return
+    columns = ["block", "status"] + list(REPORT_COLUMNS[: -1 if not priced else None]) + (["unpricedTokens"] if priced else [])
+    peak = max((block["totalTokens"] for block in doc["blocks"]), default=0)
+    records = []
+    for block in doc["blocks"]:
+        counts = {name: block["tokenCounts"][name.replace("cacheCreation", "cacheCreationInput").replace("cacheRead", "cacheReadInput")]
+                  for name in REPORT_COLUMNS[1:5]}
+        record = {"block": _block_time(block["startTime"]), "status": _block_status(block), "modelsUsed": block["models"],
+                  **counts, "totalTokens": block["totalTokens"], "totalCost": block["costUSD"],
+                  "unpricedTokens": block.get("unpricedTokens"),
+                  "bar": "█" * (round(block["totalTokens"] * BAR_WIDTH / peak) if peak and not block["isGap"] else 0)}
+        if block["isGap"]:
+            record = {"block": record["block"], "status": record["status"]}
+        records.append(record)
+        if breakdown:
+            for part in block["modelBreakdowns"]:
+                total = sum(part[name] for name in REPORT_COLUMNS[1:5])
+                records.append({"block": "  " + part["modelName"], **part, "totalTokens": total, "totalCost": part["cost"]})
+        burn, projection = block["burnRate"], block["projection"]
+        if burn is not None:
+            rate = f"{human_number(burn['tokensPerMinute'])} tokens/min"
+            if priced:
+                rate += f", {human_number(burn['costPerHour'])} {doc['currency']}/hour"
+            records.append({"block": "  burn rate", "status": rate})
+            records.append({"block": "  projected", "status": f"at {_block_time(block['endTime'])}, {projection['remainingMinutes']} min left",
+                            "totalTokens": projection["totalTokens"], "totalCost": projection["totalCost"]})
+    records.append({"block": "total", **doc["totals"]})
+    headed = [{REPORT_HEADINGS.get(key, key): value for key, value in record.items()} for record in records]
+    names = [REPORT_HEADINGS.get(column, column) for column in columns] + ["bar"]
+    table(headed, names, title="Agent usage, 5-hour blocks (UTC)", caption=doc.get("currency"))
+
+
+def _block_time(text: str) -> str:
+    """``2026-11-25T11:00:00.000Z`` as ``2026-11-25 11:00Z``: blocks are hour-exact."""
+    return f"{text[:10]} {text[11:16]}Z"
+
+
+def _block_status(block: dict) -> str:
+    from usagebox_cli.timefmt import parse_rfc3339
+
+    if block["isGap"]:
+        return f"gap until {_block_time(block['endTime'])}"
+    minutes = (parse_rfc3339(block["actualEndTime"]) - parse_rfc3339(block["startTime"])) // 60_000_000
+    span = f"{minutes // 60}h {minutes % 60}m"
+    return f"ACTIVE, {span} so far" if block["isActive"] else span

@@ -13,6 +13,10 @@ examples/agent-logs/make_agent_logs.py`` rewrites them byte for byte.
 - claude-malformed/: broken lines, each rejected with its reason.
 - codex/: a session with a re-emitted total, and a fork that replays it.
 - codex-malformed/: broken token_count lines.
+- litellm_prices.json: LiteLLM's table cut down to the two Claude models of
+  these logs (their published prices), for the README's "Keep your agent
+  history" walkthrough; vendor_usage_2026-11.csv: the vendor's token counts
+  for the same month, per model and token type, to reconcile against.
 """
 
 from __future__ import annotations
@@ -216,6 +220,34 @@ def main() -> None:
     write(codex / "24" / "rollout-2026-11-24T10-30-00-019a6b9f-0d1e-7f20-8b4c-6d5e4f3a2b02.jsonl", codex_fork())
     write(HERE / "codex-malformed" / "sessions" / "rollout-2026-11-26T09-00-00-019a0000-0000-7000-8000-00000000bad1.jsonl",
           codex_malformed())
+
+    write_text(HERE / "litellm_prices.json", json.dumps(litellm_prices(), indent=2) + "\n")
+    write_text(HERE / "vendor_usage_2026-11.csv", "".join(",".join(map(str, row)) + "\n" for row in vendor_usage()))
+
+
+def litellm_prices() -> dict:
+    def entry(input_cost, output_cost, write_cost, write_1h_cost, read_cost):
+        return {"litellm_provider": "anthropic", "mode": "chat", "max_input_tokens": 200000,
+                "input_cost_per_token": input_cost, "output_cost_per_token": output_cost,
+                "cache_creation_input_token_cost": write_cost,
+                "cache_creation_input_token_cost_above_1hr": write_1h_cost,
+                "cache_read_input_token_cost": read_cost}
+
+    return {SONNET: entry(3e-06, 1.5e-05, 3.75e-06, 6e-06, 3e-07),
+            OPUS: entry(1.5e-05, 7.5e-05, 1.875e-05, 3e-05, 1.5e-06)}
+
+
+def vendor_usage():
+    """What the vendor's usage report says for November: the final count of every response, as the ledger."""
+    return [("model_id", "token_type", "quantity"),
+            (OPUS, "input", 1862), (OPUS, "output", 3405), (OPUS, "cache_write_5m", 4200), (OPUS, "cache_read", 205300),
+            (SONNET, "input", 26), (SONNET, "output", 2421), (SONNET, "cache_write_5m", 16330),
+            (SONNET, "cache_write_1h", 2400), (SONNET, "cache_read", 66600)]
+
+
+def write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        out.write(text)
 
 
 if __name__ == "__main__":
