@@ -177,7 +177,7 @@ def _series_ids(conn, keys: set, cache: SeriesCache, made: dict) -> dict[SeriesK
 def _upsert_series(conn, keys: list, base: bool) -> None:
     if not keys:
         return
-    columns = list(zip(*keys))
+    columns = [list(column) for column in zip(*keys)]
     identities = [series_identity(key) for key in keys]
     base_identities = [series_identity(key[:6] + (None,)) for key in keys]
     base_id = "v.id" if base else "(SELECT b.series_id FROM usagebox.series b WHERE b.identity = v.base_identity)"
