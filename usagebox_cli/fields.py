@@ -36,3 +36,10 @@ def dimension_text(value) -> "str | None":
     if kind is int:
         return str(value)
     return None
+
+
+def series_identity(key: tuple) -> str:
+    """The unique text of a series key (account, meter, model, product, unit, kind, dimensions), in every engine."""
+    import json
+
+    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))

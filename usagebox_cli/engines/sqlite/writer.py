@@ -15,12 +15,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from usagebox_cli.fields import series_identity
 from usagebox_cli.timefmt import format_ts
-
-
-def series_identity(key: tuple) -> str:
-    """The unique text of a series key (account, meter, model, product, unit, kind, dimensions)."""
-    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
 
 
 def is_rollup_overflow(exc: sqlite3.IntegrityError) -> bool:
