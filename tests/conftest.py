@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from pgcluster import pg_ledger, pg_server  # noqa: F401  (shared PostgreSQL fixtures)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every test runs at this "now" (the future-timestamp check, default windows,

@@ -109,3 +109,30 @@ class Cluster:
         with psycopg.connect(self.conninfo(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
+
+
+def _fixtures():
+    """The shared fixtures, made here so every PostgreSQL test module uses one server for the whole run."""
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def pg_server():
+        """One throwaway PostgreSQL server for the test session (started on first use)."""
+        import_psycopg()
+        server = Cluster().start()
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def pg_ledger(pg_server):
+        """A fresh database migrated to the usagebox schema; returns its libpq connection string."""
+        from usagebox_cli.engines.postgres import connection
+
+        dsn = pg_server.conninfo(pg_server.database())
+        connection.open_ledger(dsn).close()
+        return dsn
+
+    return pg_server, pg_ledger
+
+
+pg_server, pg_ledger = _fixtures()

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from pgcluster import Cluster, import_psycopg
+from pgcluster import import_psycopg
 
 psycopg = import_psycopg()
 from usagebox_cli.engines.postgres import connection, periods, writer  # noqa: E402
@@ -29,18 +29,9 @@ JULY = 1_782_864_000_000_000
 CLOSED_AT = "2026-07-01T00:00:05.000000Z"
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    server = Cluster().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def db(cluster):
-    dsn = cluster.conninfo(cluster.database())
-    connection.open_ledger(dsn).close()
-    return dsn
+def db(pg_ledger):
+    return pg_ledger
 
 
 def _segment(conn) -> int:

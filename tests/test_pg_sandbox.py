@@ -1,6 +1,6 @@
 """`usagebox sql` on PostgreSQL, attacked as a superuser: every way out is refused and nothing changes.
 
-The connection in these tests is the cluster's superuser, so the server
+The connection in these tests is the test server's superuser, so the server
 itself would allow every attack here; only the sandbox stands in the way.
 Each attack must be refused with a ``Refused`` (exit 1) and leave the
 database as it was: a checksum over every usagebox table, the roles, the
@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from pgcluster import Cluster, import_psycopg
+from pgcluster import import_psycopg
 
 psycopg = import_psycopg()
 from usagebox_cli.engines.postgres import connection, sandbox, writer  # noqa: E402
@@ -26,15 +26,8 @@ PWNED = "/tmp/usagebox_sandbox_pwned"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    server = Cluster().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def conn(cluster):
-    dsn = cluster.conninfo(cluster.database())
+def conn(pg_server):
+    dsn = pg_server.conninfo(pg_server.database())
     with connection.open_ledger(dsn) as c:
         segment = c.execute("INSERT INTO usagebox.segments (path, input_format, started_at) VALUES ('f', 'ndjson', 'now')"
                             " RETURNING segment_id").fetchone()[0]

@@ -13,23 +13,16 @@ from decimal import Decimal
 
 import pytest
 
-from pgcluster import Cluster, import_psycopg  # noqa: E402
+from pgcluster import import_psycopg  # noqa: E402
 
 psycopg = import_psycopg()
 from usagebox_cli.engines.postgres import migrations  # noqa: E402
 from usagebox_cli.errors import CannotRun, NotADatabase  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    server = Cluster().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def conninfo(cluster):
-    return cluster.conninfo(cluster.database())
+def conninfo(pg_server):
+    return pg_server.conninfo(pg_server.database())
 
 
 @pytest.fixture

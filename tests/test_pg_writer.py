@@ -14,7 +14,7 @@ import multiprocessing
 
 import pytest
 
-from pgcluster import Cluster, import_psycopg
+from pgcluster import import_psycopg
 
 psycopg = import_psycopg()
 from usagebox_cli.engines.postgres import connection, periods, writer  # noqa: E402
@@ -27,18 +27,9 @@ KEY = ("acct_1", "tokens", "m1", None, None, 0, None)
 KEY_DIM = ("acct_1", "tokens", "m1", None, None, 0, '{"region":"eu"}')
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    server = Cluster().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def db(cluster):
-    dsn = cluster.conninfo(cluster.database())
-    connection.open_ledger(dsn).close()
-    return dsn
+def db(pg_ledger):
+    return pg_ledger
 
 
 @pytest.fixture
