@@ -396,8 +396,8 @@ class PostgresEngine(Engine):
 
     def accounts_with_events(self, start_us: int, end_us: int) -> list[str]:
         return [row[0] for row in self._all(
-            "SELECT DISTINCT s.account_id FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id"
-            ' WHERE e.ts_us >= %s AND e.ts_us < %s ORDER BY s.account_id COLLATE "C"', (start_us, end_us))]
+            'SELECT DISTINCT s.account_id COLLATE "C" FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id'
+            " WHERE e.ts_us >= %s AND e.ts_us < %s ORDER BY 1", (start_us, end_us))]
 
     def closed_accounts(self, period: str) -> set[str]:
         return {row[0] for row in self._all("SELECT account_id FROM usagebox.periods WHERE period = %s", (period,))}
