@@ -146,3 +146,22 @@ def test_a_reader_refuses_a_postgresql_database_without_a_ledger(pg_server):
     result = run_cli_inprocess(["usage", "acct_42", "--period", "2026-06"], db=dsn)  # type: ignore[arg-type]
     assert (result.returncode, result.stderr.splitlines()[0]) == (
         2, f"Error: no usagebox ledger in the PostgreSQL database {dsn} (ingest events first, or pass --db / set USAGEBOX_DB)")
+
+
+def test_verify_finds_a_tampered_rollup_on_postgresql_and_repair_rebuilds_it(pg_ledger, tmp_path):
+    import psycopg
+
+    from conftest import event
+
+    events = write_ndjson(tmp_path / "e.ndjson", [event(1), event(2, quantity=50)])
+    assert run_cli_inprocess(["ingest", events, "--json"], db=pg_ledger).returncode == 0  # type: ignore[arg-type]
+    with psycopg.connect(pg_ledger, autocommit=True) as conn:
+        conn.execute("UPDATE usagebox.rollup_hourly SET quantity = quantity + 1000000")
+    found = run_cli_inprocess(["verify", "--period", "2026-06", "--json"], db=pg_ledger)  # type: ignore[arg-type]
+    assert found.returncode == 1
+    doc = json.loads(found.stdout)
+    assert (doc["ok"], doc["drift"], doc["rollup_sum"], doc["raw_sum"]) == (False, 1, 151, 150)
+    repaired = run_cli_inprocess(["verify", "--period", "2026-06", "--repair", "--json"], db=pg_ledger)  # type: ignore[arg-type]
+    assert repaired.returncode == 0, repaired.stderr
+    again = json.loads(run_cli_inprocess(["verify", "--period", "2026-06", "--json"], db=pg_ledger).stdout)  # type: ignore[arg-type]
+    assert (again["ok"], again["drift"], again["rollup_sum"]) == (True, 0, 150)
