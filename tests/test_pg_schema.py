@@ -59,7 +59,7 @@ def test_migrating_an_empty_database_creates_exactly_the_ledger(conn):
     tables = {row[0] for row in conn.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'usagebox' AND table_type = 'BASE TABLE'")}
     assert tables == {"migrations", "segments", "series", "events", "rollup_hourly", "rollup_daily", "conflicts",
-                      "periods", "period_lines"}
+                      "periods", "period_lines", "period_books"}
     views = {row[0] for row in conn.execute(
         "SELECT table_name FROM information_schema.views WHERE table_schema = 'usagebox'")}
     assert views == {"usage_events", "usage_hourly"}
@@ -68,6 +68,7 @@ def test_migrating_an_empty_database_creates_exactly_the_ledger(conn):
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'usagebox' AND NOT t.tgisinternal")}
     assert triggers == {"events_rollup", "events_immutable", "events_no_truncate", "conflicts_immutable",
                         "conflicts_no_truncate", "periods_immutable", "periods_no_truncate",
+                        "period_books_immutable", "period_books_no_truncate",
                         "period_lines_immutable", "period_lines_no_truncate"}
     columns = [row[0] for row in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'usagebox'"

@@ -271,3 +271,22 @@ def migrate(conn, label: str) -> None:
         for name, sql in MIGRATIONS[len(applied):]:
             conn.execute(sql)
             conn.execute("INSERT INTO usagebox.migrations (name) VALUES (%s)", (name,))
+
+
+migration("m002_frozen_cost", r"""
+CREATE TABLE usagebox.period_books (
+    period_id    bigint PRIMARY KEY REFERENCES usagebox.periods (period_id),
+    currency     text NOT NULL,
+    path         text NOT NULL,
+    sha256       text NOT NULL,
+    book         text NOT NULL,
+    cost         text NOT NULL,
+    unpriced     bigint NOT NULL
+);
+ALTER TABLE usagebox.period_lines ADD COLUMN cost text;
+ALTER TABLE usagebox.period_lines ADD COLUMN unpriced bigint;
+CREATE TRIGGER period_books_immutable BEFORE UPDATE OR DELETE ON usagebox.period_books FOR EACH ROW
+    EXECUTE FUNCTION usagebox.refuse_change('a closed period is frozen: its snapshot never changes');
+CREATE TRIGGER period_books_no_truncate BEFORE TRUNCATE ON usagebox.period_books FOR EACH STATEMENT
+    EXECUTE FUNCTION usagebox.refuse_change('a closed period is frozen: its snapshot never changes');
+""")

@@ -199,6 +199,9 @@ def _stage(conn, rows: Sequence[Row], ids: dict) -> None:
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
                  + ", ".join(f"{name} {kind}" for name, kind in zip(_STAGE_COLUMNS, _STAGE_TYPES))
                  + ") ON COMMIT DELETE ROWS")
+    # An ingest may put several batches in one transaction: an earlier batch's rows must not be moved again
+    # (each would take an identity value, leaving a gap in seq, and be judged lost).
+    conn.execute(f"TRUNCATE {_STAGE}")
     with conn.cursor().copy(f"COPY {_STAGE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_STAGE_TYPES)
         for n, row in enumerate(rows):

@@ -1,0 +1,609 @@
+"""The PostgreSQL engine: every statement the domain needs, as the methods of ``engines.base.Engine``.
+
+The same queries as the SQLite engine's (``engines.sqlite.engine``), in
+PostgreSQL's terms: lists are bound as arrays (``= ANY(%s)``), not JSON;
+``sum(bigint)`` is ``numeric`` and comes back as an ``int`` (every row passes
+through ``_plain``, so the domain sees the values SQLite hands it); text is
+ordered ``COLLATE "C"`` with NULLs first, which is SQLite's order.
+
+Transactions (see docs/postgres.md):
+
+- a read snapshot is a ``REPEATABLE READ READ ONLY`` transaction;
+- an ingest (``begin_write`` … ``commit``) holds the *shared* period lock
+  from its first statement to its commit (``periods.guard_batch``), and each
+  batch goes through ``writer.persist`` (COPY and one set-based INSERT);
+- every other write (closing periods, verify's repair) takes the lock
+  *exclusive* first, so a close never races a batch in flight.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Iterable, Iterator, Optional
+
+from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.postgres import connection, migrations, writer
+from usagebox_cli.engines.postgres.periods import PERIOD_LOCK, guard_batch
+from usagebox_cli.errors import CannotRun
+from usagebox_cli.events import Event
+from usagebox_cli.fields import CORRECTION, RETRACTION
+from usagebox_cli.timefmt import DAY_US, HOUR_US, format_ts
+
+_EVENT_COLUMNS = (
+    "e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,"
+    " e.quantity, e.ts_us, e.kind, e.correction_ref, s.dimensions"
+)
+_EVENT_SQL = (
+    "SELECT e.seq, e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
+    " e.kind, e.correction_ref, s.dimensions, g.path, g.sha256, e.line, e.ingested_us"
+    " FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id"
+    " JOIN usagebox.segments g ON g.segment_id = e.segment_id"
+)
+_SERIES_COLUMNS = "series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions"
+_LINE_ORDER = 'meter_id COLLATE "C", model_id COLLATE "C" NULLS FIRST, unit COLLATE "C" NULLS FIRST'
+
+
+def _plain(row):
+    """A row as SQLite gives it: a ``numeric`` sum (always whole here) as an int."""
+    if row is None:
+        return None
+    return tuple(int(v) if isinstance(v, Decimal) else v for v in row)
+
+
+@dataclass
+class SqlResult:
+    columns: list[str]
+    rows: Iterator[tuple]
+
+
+class _Grain:
+    """One rollup tier: its table, the series column that keys it, and its time unit."""
+
+    def __init__(self, table: str, key: str, unit: str, unit_us: int):
+        self.table, self.key, self.unit, self.unit_us = table, key, unit, unit_us
+
+    def span(self, start_us: int, end_us: int) -> dict:
+        first, last = start_us // self.unit_us, -(-end_us // self.unit_us)
+        return {"u0": first, "u1": last, "t0": first * self.unit_us, "t1": last * self.unit_us}
+
+    def raw_sql(self, account: Optional[str]) -> str:
+        return f"""
+            SELECT s.{self.key} AS {self.key}, e.ts_us / {self.unit_us} AS {self.unit}, sum(e.quantity) AS quantity,
+                   count(*) AS event_count, min(e.quantity) AS min_quantity, max(e.quantity) AS max_quantity
+            FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id
+            WHERE e.ts_us >= %(t0)s AND e.ts_us < %(t1)s {'' if account is None else 'AND s.account_id = %(account)s'}
+            GROUP BY s.{self.key}, e.ts_us / {self.unit_us}"""
+
+    def rollup_filter(self, account: Optional[str]) -> str:
+        owned = ("" if account is None else
+                 f" AND {self.key} IN (SELECT series_id FROM usagebox.series WHERE account_id = %(account)s)")
+        return f"{self.unit} >= %(u0)s AND {self.unit} < %(u1)s" + owned
+
+
+_HOURLY = _Grain("usagebox.rollup_hourly", "series_id", "hour", HOUR_US)
+_DAILY = _Grain("usagebox.rollup_daily", "base_id", "day", DAY_US)
+
+
+class PostgresEngine(Engine):
+    """The methods of ``Engine`` over one autocommit psycopg connection."""
+
+    def __init__(self, conn, db: str):
+        self.conn = conn
+        self.db = db
+        self.path = connection.redact(db)
+        self._cache = writer.SeriesCache()
+        self._made: dict = {}
+
+    def _all(self, sql: str, params=None) -> list[tuple]:
+        return [_plain(row) for row in self.conn.execute(sql, params)]
+
+    def _one(self, sql: str, params=None):
+        return _plain(self.conn.execute(sql, params).fetchone())
+
+    def _idle(self) -> bool:
+        return self.conn.info.transaction_status == _status().IDLE
+
+    # -- lifecycle and transactions ---------------------------------------------------------------
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def location(self) -> Optional[str]:
+        return self.db
+
+    @contextmanager
+    def read_snapshot(self):
+        if not self._idle():  # already inside a transaction: it is the snapshot
+            yield self
+            return
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield self
+
+    @contextmanager
+    def write_transaction(self):
+        psycopg = connection.import_driver()
+        try:
+            with self.conn.transaction():
+                # Exclusive: no ingest batch is in flight while a period closes or a rollup is rebuilt.
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (PERIOD_LOCK,))
+                yield self
+        except psycopg.Error as exc:
+            failure = self.write_failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def refuse_read_only(self) -> None:
+        (read_only,) = self.conn.execute("SELECT current_setting('transaction_read_only')").fetchone()
+        if read_only == "on":
+            raise CannotRun(f"the PostgreSQL database {self.path} is read-only (a standby, or"
+                            " default_transaction_read_only); this command needs to write to it",
+                            hint="point --db at the primary server")
+
+    def begin_write(self) -> None:
+        self.conn.execute("BEGIN")
+        guard_batch(self.conn)
+
+    def in_write(self) -> bool:
+        return not self._idle()
+
+    def commit(self) -> None:
+        if not self._idle():
+            self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if not self._idle():
+            self.conn.execute("ROLLBACK")
+
+    @contextmanager
+    def bulk_ingest(self) -> Iterator[None]:
+        yield  # the server checks its constraints per statement, set-based; nothing to relax
+
+    def write_failure(self, exc: BaseException) -> Optional[Exception]:
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate == "53100":
+            return CannotRun(f"cannot write to {self.path}: the server's disk is full",
+                             hint="committed batches are kept; free space and run again")
+        if sqlstate == "25006":
+            return CannotRun(f"cannot write to {self.path}: the server refuses writes (read-only transaction)",
+                             hint="point --db at the primary server")
+        return None
+
+    def is_corruption(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) in {"XX001", "XX002"}  # data_corrupted, index_corrupted
+
+    # -- ingest ------------------------------------------------------------------------------------
+
+    def fetch_events(self, event_ids: Iterable[str]) -> dict:
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        rows = self._all(f"SELECT {_EVENT_COLUMNS} FROM usagebox.events e"
+                         " JOIN usagebox.series s ON s.series_id = e.series_id WHERE e.event_id = ANY(%s)", (ids,))
+        return {row[0]: Event(*row) for row in rows}
+
+    def retracted_by(self, refs: list[str]) -> dict[str, str]:
+        return dict(self._all(f"SELECT correction_ref, event_id FROM usagebox.events WHERE kind = {RETRACTION}"
+                              " AND correction_ref = ANY(%s)", (list(refs),)))
+
+    def closed_periods(self) -> list[tuple[str, int, int, str]]:
+        return self._all("SELECT account_id, start_us, end_us, period FROM usagebox.periods ORDER BY period_id")
+
+    def corrections_of(self, refs: list[str]) -> list[tuple[str, str, int]]:
+        return self._all(f"SELECT event_id, correction_ref, quantity FROM usagebox.events WHERE kind = {CORRECTION}"
+                         " AND correction_ref = ANY(%s) ORDER BY seq", (list(refs),))
+
+    def stored_fingerprints(self, event_ids: list[str]) -> dict[str, int]:
+        if not event_ids:
+            return {}
+        return dict(self._all("SELECT event_id, fingerprint FROM usagebox.events"
+                              " WHERE event_id = ANY(%s) AND fingerprint IS NOT NULL", (list(event_ids),)))
+
+    def create_segment(self, path: str, input_format: str, started_at: str) -> int:
+        (segment_id,) = self._one("INSERT INTO usagebox.segments (path, input_format, started_at)"
+                                  " VALUES (%s, %s, %s) RETURNING segment_id", (path, input_format, started_at))
+        return segment_id
+
+    def finish_segment(self, segment_id: int, sha256: str, size: int, finished_at: str) -> None:
+        self.conn.execute("UPDATE usagebox.segments SET sha256 = %s, size_bytes = %s, finished_at = %s"
+                          " WHERE segment_id = %s", (sha256, size, finished_at, segment_id))
+
+    def persist_batch(self, segment_id: int, decisions: Any, ingested_us: int) -> list[int]:
+        rows = [
+            writer.Row(event.event_id, tuple(event[1:6]) + (event.kind, event.dimensions), event.quantity,
+                       event.ts_us, event.kind, event.correction_ref, segment_id, line, ingested_us, fingerprint)
+            for event, line, fingerprint in decisions.accepted
+        ]
+        detected = format_ts(ingested_us)
+        conflicts = [writer.Conflict(event_id, existing, incoming, differences, segment_id, line, detected)
+                     for event_id, existing, incoming, differences, line in decisions.conflicts]
+        counts = decisions.counts
+        result = writer.persist(self.conn, rows, conflicts,
+                                writer.SegmentCounts(segment_id, decisions.lines, counts.duplicates, counts.conflicts,
+                                                     counts.rejected),
+                                self._cache, self._made)
+        if result.lost or result.closed:
+            # Another host stored these events (or closed their month) after this batch judged them; the
+            # whole uncommitted run is rolled back by the caller, and running it again judges them anew.
+            raise CannotRun(f"another writer stored or closed {len(result.lost) + len(result.closed)} of this batch's"
+                            " events at the same moment; this run's uncommitted batches were rolled back",
+                            hint="run the ingest again: what is stored now is skipped as duplicates")
+        position = {id(row): n for n, row in enumerate(rows)}
+        return sorted(position[id(row)] for row in result.overflowed)
+
+    def forget_uncommitted(self) -> None:
+        self._made.clear()
+
+    def committed(self) -> None:
+        self._cache.ids.update(self._made)
+        self._made.clear()
+
+    def last_segment_id(self) -> int:
+        return self._one("SELECT coalesce(max(segment_id), 0) FROM usagebox.segments")[0]
+
+    def committed_since(self, segment_id: int, paths: list[str]) -> tuple[int, int, int, int]:
+        return self._one(
+            "SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0), coalesce(sum(conflicts), 0),"
+            " coalesce(sum(rejected), 0) FROM usagebox.segments WHERE segment_id > %s AND path = ANY(%s)",
+            (segment_id, list(paths)))
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def series(self, accounts: Optional[list[str]], base_only: bool = False) -> list[tuple]:
+        sql = f"SELECT {_SERIES_COLUMNS} FROM usagebox.series"
+        conditions, params = [], []
+        if base_only:
+            conditions.append("base_id = series_id")
+        if accounts is not None:
+            conditions.append("account_id = ANY(%s)")
+            params.append(list(accounts))
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        return self._all(sql + " ORDER BY series_id", params)
+
+    def series_by_id(self, series_ids: list[int]) -> list[tuple]:
+        return self._all(f"SELECT {_SERIES_COLUMNS} FROM usagebox.series WHERE series_id = ANY(%s) ORDER BY series_id",
+                         (sorted(series_ids),))
+
+    def dimension_keys(self, account: Optional[str] = None) -> list[str]:
+        sql = "SELECT DISTINCT j.key FROM usagebox.series s, json_each(s.dimensions::json) j WHERE s.dimensions IS NOT NULL"
+        params: tuple = ()
+        if account is not None:
+            sql += " AND s.account_id = %s"
+            params = (account,)
+        return sorted(row[0] for row in self._all(sql, params))
+
+    def has_empty_dimension_value(self, account: Optional[str]) -> bool:
+        sql = ("SELECT 1 FROM usagebox.series s, json_each(s.dimensions::json) j WHERE s.dimensions IS NOT NULL"
+               " AND json_typeof(j.value) = 'string' AND j.value #>> '{}' = ''")
+        params: tuple = ()
+        if account is not None:
+            sql += " AND s.account_id = %s"
+            params = (account,)
+        return self._one(sql + " LIMIT 1", params) is not None
+
+    def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool) -> list[tuple]:
+        sql = (
+            f"SELECT base_id, {'day' if by_day else 'NULL::bigint'}, sum(quantity), sum(event_count),"
+            " min(min_quantity), max(max_quantity) FROM usagebox.rollup_daily"
+            " WHERE base_id = ANY(%(ids)s) AND day >= %(d0)s AND day < %(d1)s"
+            f" GROUP BY base_id{', day' if by_day else ''} ORDER BY 1, 2"
+        )
+        return self._all(sql, {"ids": list(ids), "d0": first_day, "d1": last_day})
+
+    def hour_partials(self, ids: list[int], first_hour: int, last_hour: int, by_hour: bool, base: bool,
+                      source: str) -> list[tuple]:
+        if base:
+            hourly = "usagebox.rollup_hourly r JOIN usagebox.series s ON s.series_id = r.series_id"
+            raw = "usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id"
+            hourly_id = raw_id = "s.base_id"
+        else:
+            hourly, raw = "usagebox.rollup_hourly r", "usagebox.events e"
+            hourly_id, raw_id = "r.series_id", "e.series_id"
+        if source == "rollup":
+            hour = "r.hour"
+            sql = (
+                f"SELECT {hourly_id}, {hour if by_hour else 'NULL::bigint'}, sum(r.quantity), sum(r.event_count),"
+                f" min(r.min_quantity), max(r.max_quantity) FROM {hourly}"
+                f" WHERE {hourly_id} = ANY(%(ids)s) AND r.hour >= %(h0)s AND r.hour < %(h1)s"
+                f" GROUP BY {hourly_id}{', ' + hour if by_hour else ''} ORDER BY 1, 2"
+            )
+        else:
+            hour = f"e.ts_us / {HOUR_US}"
+            sql = (
+                f"SELECT {raw_id}, {hour if by_hour else 'NULL::bigint'}, sum(e.quantity), count(*),"
+                f" min(e.quantity), max(e.quantity) FROM {raw}"
+                f" WHERE {raw_id} = ANY(%(ids)s) AND e.ts_us >= %(t0)s AND e.ts_us < %(t1)s"
+                f" GROUP BY {raw_id}{', ' + hour if by_hour else ''} ORDER BY 1, 2"
+            )
+        params = {"ids": list(ids), "h0": first_hour, "h1": last_hour,
+                  "t0": first_hour * HOUR_US, "t1": last_hour * HOUR_US}
+        return self._all(sql, params)
+
+    def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool) -> list[tuple]:
+        if base:
+            source = "JOIN usagebox.series s ON s.base_id = ANY(%(ids)s) JOIN usagebox.events e ON e.series_id = s.series_id"
+            raw_id = "s.base_id"
+        else:
+            source, raw_id = "JOIN usagebox.events e ON e.series_id = ANY(%(ids)s)", "e.series_id"
+        sql = (
+            f"SELECT f.n - 1, {raw_id}, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)"
+            " FROM unnest(%(starts)s::bigint[], %(ends)s::bigint[]) WITH ORDINALITY AS f(t0, t1, n)"
+            f" {source} AND e.ts_us >= f.t0 AND e.ts_us < f.t1"
+            f" GROUP BY f.n, {raw_id} ORDER BY 1, 2"
+        )
+        return self._all(sql, {"ids": list(ids), "starts": [s for s, _ in spans], "ends": [e for _, e in spans]})
+
+    def raw_series_sums(self, account: Optional[str], start_us: int, end_us: int, per_second: bool = False,
+                        after_seq: int = 0, upto_seq: Optional[int] = None) -> list[tuple]:
+        owned = "" if account is None else " AND s.account_id = %(account)s"
+        second = ", e.ts_us / 1000000" if per_second else ""
+        seqs = "" if (after_seq == 0 and upto_seq is None) else (
+            " AND e.seq > %(after)s" + ("" if upto_seq is None else " AND e.seq <= %(upto)s"))
+        return self._all(
+            "SELECT s.series_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, s.kind, s.dimensions"
+            f"{second}, sum(e.quantity), count(*) FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id"
+            f" WHERE e.ts_us >= %(t0)s AND e.ts_us < %(t1)s{owned}{seqs} GROUP BY s.series_id{second}"
+            f" ORDER BY s.series_id{second}",
+            {"t0": start_us, "t1": end_us, "account": account, "after": after_seq, "upto": upto_seq},
+        )
+
+    # -- accounts ----------------------------------------------------------------------------------
+
+    def series_totals(self) -> Iterator[tuple]:
+        return iter(self._all(
+            "SELECT s.account_id, s.meter_id,"
+            " (SELECT min(e.ts_us) FROM usagebox.events e WHERE e.series_id = s.series_id),"
+            " (SELECT max(e.ts_us) FROM usagebox.events e WHERE e.series_id = s.series_id),"
+            " (SELECT sum(r.quantity) FROM usagebox.rollup_hourly r WHERE r.series_id = s.series_id),"
+            " (SELECT sum(r.event_count) FROM usagebox.rollup_hourly r WHERE r.series_id = s.series_id)"
+            ' FROM usagebox.series s ORDER BY s.account_id COLLATE "C", s.meter_id COLLATE "C", s.series_id'
+        ))
+
+    def account_span(self, account: str) -> Optional[tuple[int, int]]:
+        row = self._one(
+            "SELECT min(e.ts_us), max(e.ts_us) FROM usagebox.events e JOIN usagebox.series s"
+            " ON s.series_id = e.series_id WHERE s.account_id = %s", (account,))
+        return None if row is None or row[0] is None else (row[0], row[1])
+
+    def has_events_between(self, account: str, start_us: int, end_us: int) -> bool:
+        return bool(self._one(
+            "SELECT EXISTS (SELECT 1 FROM usagebox.series s JOIN usagebox.events e ON e.series_id = s.series_id"
+            " WHERE s.account_id = %s AND e.ts_us >= %s AND e.ts_us < %s)", (account, start_us, end_us))[0])
+
+    # -- periods -----------------------------------------------------------------------------------
+
+    def period_snapshot(self, account: str, start_us: int, end_us: int, watermark: Optional[int]) -> list[tuple]:
+        limit = "" if watermark is None else " AND e.seq <= %(watermark)s"
+        return self._all(
+            "SELECT s.meter_id, s.model_id, s.unit, sum(e.quantity), count(*)"
+            " FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id"
+            " WHERE s.account_id = %(account)s AND e.ts_us >= %(start)s AND e.ts_us < %(end)s" + limit +
+            " GROUP BY s.meter_id, s.model_id, s.unit ORDER BY "
+            'meter_id COLLATE "C", model_id COLLATE "C" NULLS FIRST, unit COLLATE "C" NULLS FIRST',
+            {"account": account, "start": start_us, "end": end_us, "watermark": watermark},
+        )
+
+    def max_seq(self) -> int:
+        return self._one("SELECT coalesce(max(seq), 0) FROM usagebox.events")[0]
+
+    def period_closed_at(self, account: str, period: str) -> Optional[str]:
+        row = self._one("SELECT closed_at FROM usagebox.periods WHERE account_id = %s AND period = %s", (account, period))
+        return None if row is None else row[0]
+
+    def accounts_with_events(self, start_us: int, end_us: int) -> list[str]:
+        return [row[0] for row in self._all(
+            'SELECT DISTINCT s.account_id COLLATE "C" FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id'
+            " WHERE e.ts_us >= %s AND e.ts_us < %s ORDER BY 1", (start_us, end_us))]
+
+    def closed_accounts(self, period: str) -> set[str]:
+        return {row[0] for row in self._all("SELECT account_id FROM usagebox.periods WHERE period = %s", (period,))}
+
+    def insert_period(self, record: tuple, lines: list[tuple], book: Optional[tuple]) -> int:
+        (period_id,) = self._one(
+            "INSERT INTO usagebox.periods (account_id, period, start_us, end_us, closed_at, watermark, quantity,"
+            " event_count, forced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING period_id", tuple(record))
+        if lines:
+            self.conn.cursor().executemany(
+                "INSERT INTO usagebox.period_lines (period_id, meter_id, model_id, unit, quantity, event_count, cost,"
+                " unpriced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", [(period_id,) + tuple(line) for line in lines])
+        if book is not None:
+            self.conn.execute(
+                "INSERT INTO usagebox.period_books (period_id, currency, path, sha256, book, cost, unpriced)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)", (period_id,) + tuple(book))
+        return period_id
+
+    def period_row(self, account: str, period: str) -> Optional[tuple]:
+        return self._one("SELECT period_id, closed_at, watermark, quantity, event_count FROM usagebox.periods"
+                         " WHERE account_id = %s AND period = %s", (account, period))
+
+    def period_lines(self, period_id: int) -> list[tuple]:
+        return self._all("SELECT meter_id, model_id, unit, quantity, event_count, cost, unpriced"
+                         f" FROM usagebox.period_lines WHERE period_id = %s ORDER BY {_LINE_ORDER}", (period_id,))
+
+    def period_book(self, period_id: int) -> Optional[tuple]:
+        return self._one("SELECT path, sha256, book, cost, unpriced FROM usagebox.period_books WHERE period_id = %s",
+                         (period_id,))
+
+    def events_after(self, account: str, start_us: int, end_us: int, watermark: int) -> list[tuple]:
+        return self._all(
+            "SELECT e.event_id, e.kind, e.quantity, e.correction_ref, e.ts_us FROM usagebox.events e"
+            " JOIN usagebox.series s ON s.series_id = e.series_id"
+            " WHERE s.account_id = %s AND e.ts_us >= %s AND e.ts_us < %s AND e.seq > %s ORDER BY e.seq",
+            (account, start_us, end_us, watermark))
+
+    def closed_period_rows(self, account: Optional[str]) -> list[tuple]:
+        sql = ("SELECT period_id, account_id, period, start_us, end_us, watermark, quantity, event_count"
+               " FROM usagebox.periods")
+        params: tuple = ()
+        if account is not None:
+            sql += " WHERE account_id = %s"
+            params = (account,)
+        return self._all(sql + ' ORDER BY period COLLATE "C", account_id COLLATE "C"', params)
+
+    def closed_months(self, account: str, start_us: int, end_us: int) -> set[str]:
+        return {row[0] for row in self._all(
+            "SELECT period FROM usagebox.periods WHERE account_id = %s AND end_us > %s AND start_us < %s",
+            (account, start_us, end_us))}
+
+    # -- explain, export, provenance ----------------------------------------------------------------
+
+    def event_rows(self, account: str, start_us: int, end_us: int, adjustments_only: bool = False,
+                   limit: Optional[int] = None, offset: int = 0) -> list[tuple]:
+        params = {"account": account, "start": start_us, "end": end_us, "limit": limit, "offset": offset}
+        where = " WHERE s.account_id = %(account)s AND e.ts_us >= %(start)s AND e.ts_us < %(end)s"
+        if adjustments_only:
+            return self._all(_EVENT_SQL + where + " AND e.kind != 0 ORDER BY e.seq", params)
+        return self._all(_EVENT_SQL + where + " ORDER BY e.ts_us, e.seq LIMIT %(limit)s OFFSET %(offset)s", params)
+
+    def event_row(self, event_id: str) -> Optional[tuple]:
+        return self._one(_EVENT_SQL + " WHERE e.event_id = %s", (event_id,))
+
+    def adjustments_of(self, event_id: str) -> list[tuple]:
+        return self._all(_EVENT_SQL + " WHERE e.correction_ref = %s ORDER BY e.seq", (event_id,))
+
+    def segment_sums(self, account: str, start_us: int, end_us: int) -> list[tuple]:
+        return self._all(
+            "SELECT g.segment_id, g.path, g.sha256, g.started_at, g.finished_at, sum(e.quantity), count(*)"
+            " FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id"
+            " JOIN usagebox.segments g ON g.segment_id = e.segment_id"
+            " WHERE s.account_id = %(account)s AND e.ts_us >= %(start)s AND e.ts_us < %(end)s"
+            " GROUP BY g.segment_id ORDER BY g.segment_id",
+            {"account": account, "start": start_us, "end": end_us})
+
+    def export_rows(self, account: Optional[str], start_us: int, end_us: int) -> Iterator[tuple]:
+        sql = (
+            "SELECT e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
+            " e.kind, e.correction_ref, s.dimensions FROM usagebox.events e"
+            " JOIN usagebox.series s ON s.series_id = e.series_id WHERE e.ts_us >= %s AND e.ts_us < %s"
+        )
+        params: list = [start_us, end_us]
+        if account is not None:
+            sql += " AND s.account_id = %s"
+            params.append(account)
+        return iter(self.conn.execute(sql + " ORDER BY e.seq", params))
+
+    def segments(self) -> list[tuple]:
+        return self._all(
+            "SELECT segment_id, path, sha256, size_bytes, input_format, started_at, finished_at,"
+            " lines, accepted, duplicates, conflicts, rejected FROM usagebox.segments ORDER BY segment_id")
+
+    def conflicts(self, event_id: Optional[str] = None) -> list[tuple]:
+        sql = (
+            "SELECT c.conflict_id, c.event_id, s.path, c.line, c.detected_at, c.differences, c.existing, c.incoming"
+            " FROM usagebox.conflicts c JOIN usagebox.segments s ON s.segment_id = c.segment_id"
+        )
+        params: tuple = ()
+        if event_id is not None:
+            sql += " WHERE c.event_id = %s"
+            params = (event_id,)
+        return self._all(sql + " ORDER BY c.conflict_id", params)
+
+    # -- verify ------------------------------------------------------------------------------------
+
+    def drifting_cells(self, account: Optional[str], start_us: int, end_us: int, daily: bool) -> list[tuple]:
+        grain = _DAILY if daily else _HOURLY
+        k, u = grain.key, grain.unit
+        return self._all(
+            f"""
+            WITH raw AS ({grain.raw_sql(account)}),
+            roll AS (SELECT {k}, {u}, quantity, event_count, min_quantity, max_quantity
+                     FROM {grain.table} WHERE {grain.rollup_filter(account)})
+            SELECT r.{k}, r.{u}, r.quantity, r.event_count, r.min_quantity, r.max_quantity,
+                   w.quantity, w.event_count, w.min_quantity, w.max_quantity
+                FROM roll r LEFT JOIN raw w ON w.{k} = r.{k} AND w.{u} = r.{u}
+                WHERE w.quantity IS DISTINCT FROM r.quantity OR w.event_count IS DISTINCT FROM r.event_count
+                   OR w.min_quantity IS DISTINCT FROM r.min_quantity OR w.max_quantity IS DISTINCT FROM r.max_quantity
+            UNION ALL
+            SELECT w.{k}, w.{u}, NULL, NULL, NULL, NULL, w.quantity, w.event_count, w.min_quantity, w.max_quantity
+                FROM raw w LEFT JOIN roll r ON r.{k} = w.{k} AND r.{u} = w.{u}
+                WHERE r.{k} IS NULL
+            ORDER BY 1, 2
+            """,
+            dict(grain.span(start_us, end_us), account=account),
+        )
+
+    def rebuild_rollup(self, account: Optional[str], start_us: int, end_us: int, daily: bool) -> None:
+        grain = _DAILY if daily else _HOURLY
+        params = dict(grain.span(start_us, end_us), account=account)
+        self.conn.execute(f"DELETE FROM {grain.table} WHERE {grain.rollup_filter(account)}", params)
+        self.conn.execute(
+            f"INSERT INTO {grain.table} ({grain.key}, {grain.unit}, quantity, event_count, min_quantity, max_quantity)"
+            + grain.raw_sql(account), params)
+
+    def integrity_problems(self, full: bool, limit: int) -> list[tuple[str, str]]:
+        # The server checks pages as it reads them (a damaged one raises XX001, see is_corruption); what is
+        # left to check here is what the schema cannot: that every series' dimensions are valid JSON.
+        import json
+
+        problems: list[tuple[str, str]] = []
+        for series_id, dimensions in self.conn.execute(
+                "SELECT series_id, dimensions FROM usagebox.series WHERE dimensions IS NOT NULL ORDER BY series_id"):
+            try:
+                json.loads(dimensions)
+            except ValueError:
+                problems.append((f"series {series_id}", "its dimensions are not valid JSON"))
+                if len(problems) >= limit:
+                    break
+        return problems
+
+    # -- the sandboxed sql -------------------------------------------------------------------------
+
+    def run_sql(self, sql: str, params: dict[str, Any], timeout: float):
+        from usagebox_cli.engines.postgres import sandbox
+
+        columns, rows = sandbox.run_sql(self.conn, sql, params, timeout)
+        return SqlResult(columns, rows)
+
+
+def _status():
+    from psycopg.pq import TransactionStatus
+
+    return TransactionStatus
+
+
+def open_engine(db: str, *, create: bool = True, notice=None, sandbox: bool = False) -> PostgresEngine:
+    """Connect to the server behind ``--db``; a reader (``create=False``) refuses a database without a ledger."""
+    conn = connection.connect(db)
+    try:
+        if not create and migrations._applied(conn) is None:
+            raise CannotRun(f"no usagebox ledger in the PostgreSQL database {connection.redact(db)}",
+                            hint="ingest events first, or pass --db / set USAGEBOX_DB")
+        migrations.migrate(conn, connection.redact(db))
+    except BaseException:
+        conn.close()
+        raise
+    return PostgresEngine(conn, db)
+
+
+class FingerprintLookup:
+    """The reading process's own connection, for the re-ingest fast path; any failure means "nothing stored"."""
+
+    def __init__(self, location: Optional[str]):
+        self.conn = None
+        if location:
+            try:
+                psycopg = connection.import_driver()
+                self.conn = psycopg.connect(location, autocommit=True, connect_timeout=connection.CONNECT_TIMEOUT_S)
+            except Exception:
+                self.conn = None
+
+    @property
+    def available(self) -> bool:
+        return self.conn is not None
+
+    def stored(self, event_ids: list[str]) -> dict:
+        if not event_ids or self.conn is None:
+            return {}
+        try:
+            return dict(self.conn.execute("SELECT event_id, fingerprint FROM usagebox.events"
+                                          " WHERE event_id = ANY(%s) AND fingerprint IS NOT NULL", (list(event_ids),)))
+        except Exception:
+            return {}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
