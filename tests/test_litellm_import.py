@@ -243,6 +243,23 @@ def test_into_the_same_book_with_o_rewrites_it_and_a_second_run_changes_nothing(
     assert book.read_text() == merged
 
 
+def test_one_rule_is_counted_in_the_singular(cli, tmp_path):
+    table = tmp_path / "one.json"
+    table.write_text(json.dumps({"acme-out": {"output_cost_per_token": 1e-06, "litellm_provider": "acme", "mode": "chat"}}))
+    book = tmp_path / "prices.toml"
+    result = cli("prices", "import", "litellm", table, "-o", book)
+    assert (result.returncode, result.stderr) == (0, f"wrote 1 rule for 1 model to {book}\n")
+
+
+def test_help_says_into_prints_the_merged_book_and_only_o_writes_it_back(cli):
+    # --into without -o used to be described as "Merge into this existing book", which it never changes
+    text = " ".join(cli("prices", "import", "--help").stdout.split())
+    assert ("--into BOOK Merge with this existing book (close its changed rules at --effective-from, open the new "
+            "ones) and print the merged book; BOOK itself changes only with -o BOOK.") in text
+    assert ("Write the book to this new file [default: stdout]; with --into, -o BOOK (the same file) writes the merged "
+            "book back.") in text
+
+
 def test_into_a_rule_starting_after_the_date_is_refused(cli, tmp_path):
     book = tmp_path / "prices.toml"
     book.write_text('currency = "USD"\n[[price]]\nmeter_id = "claude_code"\nmodel_id = "claude-sonnet-4-5"\n'

@@ -675,6 +675,34 @@ def test_margin_with_charge_prices_equals_a_recompute_from_both_books(cli, examp
     assert doc["total"]["margin"] == sum(revenue.values()) - sum(cost.values())
 
 
+def test_margin_refuses_a_by_key_no_event_carries_instead_of_one_null_group(cli, examples_db):
+    # issue 10.8: a typo of a dimension key gave exit 0 and one null group holding everything
+    for revenue in (["--charge-prices", CHARGE], ["--revenue", EX / "revenue.csv"]):
+        result = cli("margin", "--cost-prices", PRICES, *revenue, "--by", "custmer", "--period", "2026-06")
+        assert (result.returncode, result.stdout, result.stderr) == (
+            2, "", "Error: unknown key 'custmer'; did you mean customer?\n")
+
+
+def test_reconcile_refuses_a_by_key_no_event_carries_even_when_the_invoice_has_it(cli, examples_db, tmp_path):
+    invoice = tmp_path / "invoice.csv"
+    invoice.write_text("custmer,quantity\nnorthwind,5\n", encoding="utf-8")
+    result = reconcile(cli, "--invoice", invoice, "--by", "custmer")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2, "", "Error: unknown key 'custmer'; did you mean customer?\n")
+
+
+def test_a_budget_cap_on_a_dimension_key_no_event_carries_stays_a_warning(cli, examples_db, tmp_path):
+    # unlike --by, a cap is judged like an account with no events yet: warn, and --fail-on-unknown makes it count
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('[[budget]]\naccount_id = "acct_42"\nmonthly = "100000"\n'
+                       '[[budget.cap]]\nmonthly = "5"\ndimensions = { custmer = "northwind" }\n', encoding="utf-8")
+    args = ["budget", "--budgets", budgets, "--prices", PRICES, "--at", "2026-06-20T00:00:00Z", "--json"]
+    warned = cli(*args)
+    assert (warned.returncode, warned.stderr) == (0, "warning: cap custmer=northwind of acct_42: no events of this "
+                                                     "account match it; its spend is 0 and can never cross a limit\n")
+    assert cli(*args, "--fail-on-unknown").returncode == 1
+
+
 @pytest.mark.parametrize(("cap", "reason"), [
     ("dimensions = { tier = 1.5 }", "dimension 'tier' must be a string"),
     ("dimensions = { tier = { nested = \"x\" } }", "dimension 'tier' must be a string"),

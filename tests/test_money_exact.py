@@ -559,3 +559,42 @@ def test_verify_reports_a_frozen_cost_that_the_frozen_book_no_longer_gives(cli, 
                              "recomputed with the frozen book\n")
     [period] = exact_json(result)["periods"]
     assert (period["frozen_cost"], period["recomputed_cost"], period["ok"]) == (2, Decimal("0.999999999999999999999996"), False)
+
+
+# ---------------------------------------------------------------------------
+# numbers written as text: the rule quantities follow, not Decimal()'s leniency
+
+RULE = "ASCII digits with an optional sign, fraction and exponent, no spaces or '_'"
+
+
+@pytest.mark.parametrize("text", ["\uff11", "\u0661", "1_000", " 1", "1 "],
+                         ids=["fullwidth", "arabic_indic", "underscore", "leading_space", "trailing_space"])
+def test_price_budget_and_revenue_amounts_refuse_text_a_quantity_would_refuse(cli, tmp_path, text):
+    # issue 11.11: Decimal() read "\uff11" as 1 and "1_000" as 1000 in a book, where a quantity refuses both
+    cli("ingest", write_ndjson(tmp_path / "e.ndjson", [event(1, quantity=10, dimensions={"customer": "c1"})]))
+    reason = f"{text!r} is not a decimal number ({RULE})\n"
+    bad = book(tmp_path, f'[[price]]\nmeter_id = "claude_tokens"\nunit_price = "{text}"\n')
+    priced = cli("usage", "acct_42", "--period", "2026-06", "--prices", bad)
+    assert (priced.returncode, priced.stdout, priced.stderr) == (2, "", f"Error: {bad} [[price]] #1: unit_price {reason}")
+    per = book(tmp_path, f'[[price]]\nmeter_id = "claude_tokens"\nunit_price = "1"\nper = "{text}"\n')
+    assert cli("usage", "acct_42", "--period", "2026-06", "--prices", per).stderr == f"Error: {per} [[price]] #1: per {reason}"
+    good = book(tmp_path, '[[price]]\nmeter_id = "claude_tokens"\nunit_price = "1e0"\n')
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(f'[[budget]]\naccount_id = "acct_42"\nmonthly = "{text}"\n', encoding="utf-8")
+    budget = cli("budget", "--budgets", budgets, "--prices", good, "--at", "2026-06-20T00:00:00Z")
+    assert (budget.returncode, budget.stderr) == (2, f"Error: {budgets} [[budget]] #1: monthly {reason}")
+    if text.strip() != text:
+        return  # a CSV cell's surrounding spaces are the CSV reader's to trim
+    revenue = tmp_path / "revenue.csv"
+    revenue.write_text(f"customer,amount\nc1,{text}\n", encoding="utf-8")
+    margin = cli("margin", "--cost-prices", good, "--revenue", revenue, "--by", "customer", "--period", "2026-06")
+    assert (margin.returncode, margin.stderr) == (2, f"Error: {revenue} line 2: amount {reason}")
+
+
+def test_price_book_text_numbers_in_the_quantity_rule_still_load(cli, tmp_path):
+    cli("ingest", write_ndjson(tmp_path / "e.ndjson", [event(1, quantity=10)]))
+    for text, cost in (("+1", "10"), ("1.", "10"), (".5", "5"), ("1.5e1", "150"), ("2E-1", "2")):
+        prices = book(tmp_path, f'[[price]]\nmeter_id = "claude_tokens"\nunit_price = "{text}"\n')
+        result = cli("usage", "acct_42", "--period", "2026-06", "--prices", prices, "--format", "csv")
+        assert result.returncode == 0, (text, result)
+        assert result.stdout.splitlines()[1].split(",")[2] == cost

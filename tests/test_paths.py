@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,20 @@ def test_rejects_hard_link_to_an_input_is_refused(ledger):
     code, _, err = run("usage.db", "ingest", "events.ndjson", "--rejects", "same.ndjson", cwd=folder)
     assert code == 2
     assert err == f"Error: --rejects same.ndjson is an input file (events.ndjson){MSG_TAIL}"
+
+
+@pytest.mark.parametrize("rejects", ["events.ndjson", "/dev/stdin"])
+def test_rejects_path_that_is_the_file_on_standard_input_is_refused(ledger, rejects):
+    # issue 11.1: `ingest - --rejects F < F` truncated F, the only copy of the input
+    folder, events = ledger
+    before = snapshot(folder)
+    env = {k: v for k, v in os.environ.items() if k != "USAGEBOX_DB"}
+    with open(events, "rb") as stdin:
+        done = subprocess.run([sys.executable, "-m", "usagebox_cli", "--db", "usage.db", "ingest", "-",
+                               "--rejects", rejects], stdin=stdin, capture_output=True, cwd=folder, env=env, timeout=60)
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr.decode() == f"Error: --rejects {rejects} is standard input (the input -){MSG_TAIL}"
+    assert snapshot(folder) == before
 
 
 @pytest.mark.parametrize("output, what", [

@@ -326,7 +326,7 @@ unit_price = 0.3
 per = 1e6
 [[price]]
 meter_id = "e"
-unit_price = " 12.50 "
+unit_price = "12.50"
 per = 1000
 """))
     prices = [(r.unit_price, r.per) for r in book.rules]

@@ -470,3 +470,16 @@ def test_query_bad_documents_exit_2(june, document, needle):
 def test_query_that_is_not_json_exits_2(june, tmp_path):
     assert_one_line_error(june("query", "-", "--json", input="{not json"), 2, "JSON")
     assert_one_line_error(june("query", tmp_path / "missing.json", "--json"), 2, "missing.json")
+
+
+def test_csv_writes_a_null_key_as_an_empty_cell_and_an_empty_string_key_quoted(cli, tmp_path):
+    # issue 17 nit: a null tier group and a "" tier group were both an empty cell, indistinguishable
+    from conftest import event
+
+    cli("ingest", write_ndjson(tmp_path / "e.ndjson", [
+        event(1, quantity=1), event(2, quantity=2, dimensions={"tier": ""}), event(3, quantity=4, dimensions={"tier": "a"})]))
+    result = cli("usage", "acct_42", "--period", "2026-06", "--group-by", "tier", "--format", "csv")
+    assert result.returncode == 0, result
+    assert sorted(result.stdout.splitlines()[1:]) == ['"",2,1', ",1,1", "a,4,1"]
+    sql = cli("sql", "select null as n, '' as e, 'x,y' as c", "--format", "csv")
+    assert (sql.returncode, sql.stdout) == (0, 'n,e,c\n,"","x,y"\n')

@@ -15,7 +15,6 @@ model; the exact checks that pydantic cannot express without rounding
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal
 from typing import Annotated, Any, NamedTuple, Optional, Union
 
@@ -25,7 +24,7 @@ from typing_extensions import NotRequired, TypedDict
 from usagebox_cli.fields import (  # noqa: F401  (re-exported: the event vocabulary)
     CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CHOICES, KIND_CODES, KIND_NAMES, RETRACTION, USAGE, dimension_text,
 )
-from usagebox_cli.quantity import QuantityError, to_scaled
+from usagebox_cli.quantity import DECIMAL_TEXT, QuantityError, to_scaled
 from usagebox_cli.timefmt import EPOCH, HOUR_US, MAX_TS_US, ONE_US, InstantError, parse_rfc3339  # noqa: F401
 
 MAX_DIMENSIONS = 16
@@ -34,9 +33,6 @@ MAX_DIMENSION_VALUE = 256
 US_PER_HOUR = HOUR_US  # the readers' name for it
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-# [0-9], not \d: Decimal() reads any Unicode digit ("\u0661\u0660\u0660", fullwidth "\uff15").
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
 
 class EventInvalid(ValueError):
     """A line that is not a valid event; the message names the field and the fix."""
@@ -169,7 +165,7 @@ def unstorable_text(value) -> str | None:
 def parse_quantity(value: Any) -> int:
     """A JSON number or decimal string to exact millionths; raises ``EventInvalid``."""
     if type(value) is str:
-        if not _DECIMAL_TEXT.fullmatch(value):
+        if not DECIMAL_TEXT.fullmatch(value):  # quantity.py: the rule price books share
             raise EventInvalid(f"'quantity' {value!r} is not a decimal number")
         value = Decimal(value)
     elif type(value) is not int and type(value) is not Decimal:

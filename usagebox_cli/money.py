@@ -31,7 +31,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Iterable, Optional
 
-from usagebox_cli.quantity import FRACTION_DIGITS, SCALE
+from usagebox_cli.quantity import DECIMAL_TEXT, DECIMAL_TEXT_RULE, FRACTION_DIGITS, SCALE
 
 RATE_PLACES = 24
 # Book values (unit prices, per, budget amounts) must be finite, and below this
@@ -44,6 +44,7 @@ EXACT = decimal.Context(prec=_PREC, rounding=ROUND_HALF_EVEN, Emax=10**6, Emin=-
 ROUNDING = EXACT.copy()
 ROUNDING.traps[decimal.Inexact] = False
 ZERO = Decimal(0)
+_NOT_FINITE = {"nan", "snan", "inf", "infinity"}  # kept apart to say "not a finite number", the real reason
 
 
 class MoneyError(ValueError):
@@ -61,10 +62,10 @@ def parse_amount(value, what: str, *, positive: bool = False, allow_negative: bo
     if isinstance(value, (int, Decimal)):
         number = Decimal(value)
     elif isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except decimal.InvalidOperation:
-            raise MoneyError(f"{what} {value!r} is not a decimal number") from None
+        if not DECIMAL_TEXT.fullmatch(value) and value.strip().lower().lstrip("+-") not in _NOT_FINITE:
+            # the rule quantities follow, not Decimal()'s leniency ("\uff11", "1_000", " 1")
+            raise MoneyError(f"{what} {value!r} is not a decimal number ({DECIMAL_TEXT_RULE})")
+        number = Decimal(value.strip())  # only "nan"/"inf" spellings can still hold spaces: refused below
     else:
         raise MoneyError(f"{what} must be a decimal number (a string such as \"0.003\" keeps it exact)")
     text = value if isinstance(value, str) else str(value)  # as written, not Decimal('NaN')

@@ -7,7 +7,7 @@ Three things go wrong with paths, and each has one rule here:
   ``-journal``) or an input would be truncated by ``open(..., "w")``:
   ``check_output`` refuses it before anything is opened, comparing resolved
   paths (symlinks and ``..`` included) and, for files that exist, inodes
-  (hard links);
+  (hard links, and the file behind standard input when ``-`` is an input);
 - a ``--db`` path pasted into a SQLite URI is read as URI syntax (``%42``
   is ``B``, ``#`` starts a fragment, ``?`` the query): ``sqlite_uri``
   percent-encodes the resolved path;
@@ -76,6 +76,7 @@ def check_output(
     """
     if output == "-":
         return
+    inputs = tuple(inputs)
     if db is not None and not isinstance(db, str):  # an open engine: the name the user gave, when known
         db = getattr(db, "path", "") or db.location()
     target = os.path.realpath(output)
@@ -92,6 +93,18 @@ def check_output(
     for path, what in protected:
         if target == os.path.realpath(path) or _same_file(output, path):
             raise CannotRun(f"{flag} {output} is {what}; writing it would destroy it", hint="choose another path")
+    if "-" in inputs and _is_stdin(output):
+        # ``ingest - --rejects F < F``: the shell opened F as standard input, so no path names it
+        raise CannotRun(f"{flag} {output} is standard input (the input -); writing it would destroy it",
+                        hint="choose another path")
+
+
+def _is_stdin(path: str) -> bool:
+    try:
+        a, b = os.fstat(0), os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _same_file(a: str, b: str) -> bool:

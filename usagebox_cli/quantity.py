@@ -8,11 +8,17 @@ round.  Every conversion here is exact or refuses; nothing rounds.
 from __future__ import annotations
 
 import decimal
+import re
 from decimal import Decimal
 
 SCALE = 1_000_000
 FRACTION_DIGITS = 6
 LIMIT = 10**12
+# The one rule for a number written as text (quantities, prices, budgets, money columns): ASCII
+# digits, an optional sign, fraction and exponent.  [0-9], not \d, and no strip: Decimal() alone
+# would also read Unicode digits ("\u0661\u0660\u0660", fullwidth "\uff15"), "1_000" and " 1".
+DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+DECIMAL_TEXT_RULE = "ASCII digits with an optional sign, fraction and exponent, no spaces or '_'"
 
 # Arithmetic in this context never rounds silently: an inexact step raises.
 _EXACT = decimal.Context(prec=80, traps=[decimal.Inexact, decimal.InvalidOperation])

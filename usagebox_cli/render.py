@@ -8,9 +8,8 @@ right-aligned numbers.  Colour appears only on a terminal and never with
 
 from __future__ import annotations
 
-import csv
-import io
 import os
+import re
 import sys
 from decimal import Decimal
 from typing import Any, Iterable, Optional, Sequence
@@ -62,6 +61,27 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+_CSV_QUOTED = re.compile(r'[",\r\n]')
+
+
+def csv_row(values: Sequence[Any]) -> str:
+    """One CSV line: quoted where the csv module would quote, and a null apart from an empty string.
+
+    ``csv.writer`` writes ``None`` and ``""`` both as an empty cell, so a
+    null key and a ``""`` key look the same; here null is the empty cell and
+    ``""`` is written quoted, which any CSV reader reads back as empty text.
+    (A row of one null cell is still ``""``: an empty line would be skipped.)
+    """
+    values = list(values)
+    cells = []
+    for value in values:
+        text = cell_text(value)
+        if (value is not None and text == "") or _CSV_QUOTED.search(text) or (len(values) == 1 and text == ""):
+            text = '"' + text.replace('"', '""') + '"'
+        cells.append(text)
+    return ",".join(cells) + "\n"
+
+
 def document(doc: Any) -> None:
     """A JSON document on stdout."""
     _write(exactjson.dumps(doc, indent=2) + "\n")
@@ -85,12 +105,7 @@ def rows(
     elif fmt == "ndjson":
         _write("".join(exactjson.dumps(record) + "\n" for record in records))
     elif fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        for record in records:
-            writer.writerow([cell_text(record.get(column)) for column in columns])
-        _write(buffer.getvalue())
+        _write(csv_row(columns) + "".join(csv_row([record.get(column) for column in columns]) for record in records))
     else:
         table(records, columns, title=title, caption=caption)
 
@@ -141,14 +156,13 @@ def stream_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str,
     out = sys.stdout
     started = False
     if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
         for row in rows:
             if not started:
-                writer.writerow(columns)
+                out.write(csv_row(columns))
                 started = True
-            writer.writerow([cell_text(value) for value in row])
+            out.write(csv_row(row))
         if not started:
-            writer.writerow(columns)
+            out.write(csv_row(columns))
     elif fmt == "ndjson":
         for row in rows:
             out.write(exactjson.dumps(dict(zip(columns, row))) + "\n")

@@ -24,8 +24,8 @@ def import_(
     file: Annotated[str, typer.Argument(help="The table, e.g. LiteLLM's model_prices_and_context_window.json.", metavar="FILE", show_default=False)],
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Import this model (a glob such as 'claude-*' works); repeat for several [default: every chat model].", metavar="PATTERN", show_default=False)] = None,
     meter: Annotated[str, typer.Option("--meter", help="The meter_id the rules price.", metavar="ID")] = "claude_code",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the book to this new file [default: stdout].", metavar="BOOK", show_default=False)] = None,
-    into: Annotated[Optional[str], typer.Option("--into", help="Merge into this existing book: close its changed rules at --effective-from, open the new ones.", metavar="BOOK", show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the book to this new file [default: stdout]; with --into, -o BOOK (the same file) writes the merged book back.", metavar="BOOK", show_default=False)] = None,
+    into: Annotated[Optional[str], typer.Option("--into", help="Merge with this existing book (close its changed rules at --effective-from, open the new ones) and print the merged book; BOOK itself changes only with -o BOOK.", metavar="BOOK", show_default=False)] = None,
     effective_from: Annotated[Optional[str], typer.Option("--effective-from", help="With --into: when the new prices start (a date or RFC 3339 time, UTC).", metavar="DATE", show_default=False)] = None,
 ) -> None:
     """Turn a price table into a price book: one rule per model and token type, per million tokens.
@@ -47,9 +47,9 @@ def import_(
     else:
         write_book(result.text, output, into)
         if into is None:
-            render.notice(f"wrote {result.opened} rules for {models_text(len(result.models))} to {output}")
+            render.notice(f"wrote {render.counted(result.opened, 'rule', 'rules')} for {models_text(len(result.models))} to {output}")
         else:
-            render.notice(f"wrote {output}: {result.opened} rules opened from {effective_from}, {result.closed} closed, "
+            render.notice(f"wrote {output}: {render.counted(result.opened, 'rule', 'rules')} opened from {effective_from}, {result.closed} closed, "
                           f"{result.continued} unchanged, {result.replaced} repriced")
     if result.missing:
         raise missing_error(file, result)

@@ -16,7 +16,7 @@ from usagebox_cli.errors import CannotRun
 from usagebox_cli.readers.money_tables import read_keyed_csv
 from usagebox_cli.ops.pricing import PriceBook, pricer
 from usagebox_cli.quantity import from_scaled
-from usagebox_cli.ops.planner import UsageQuery, aggregate
+from usagebox_cli.ops.planner import UsageQuery, aggregate, check_known_keys
 from usagebox_cli.timefmt import format_instant
 from usagebox_cli.timewindow import TIME_BUCKETS, Window
 
@@ -42,6 +42,7 @@ def margin(conn, cost_book: PriceBook, by: str, window: Window, account: Optiona
            charge_book: Optional[PriceBook] = None, revenue_csv: Optional[str] = None) -> dict:
     if (charge_book is None) == (revenue_csv is None):
         raise CannotRun("give revenue as --charge-prices FILE or --revenue CSV, exactly one")
+    check_known_keys(conn, [by])  # a typo'd --by would put everything in one plausible null group
     cost = costs_by(conn, cost_book, by, window, account)
     if charge_book is not None:
         if charge_book.currency != cost_book.currency:

@@ -27,7 +27,7 @@ from usagebox_cli.ops.margin import pct
 from usagebox_cli.readers.vendor_reports import read_invoice
 from usagebox_cli.ops.pricing import MATCH_FIELDS, PriceBook, PriceRule, rules_in_window
 from usagebox_cli.quantity import FRACTION_DIGITS, LIMIT, SCALE, exact_text, from_scaled
-from usagebox_cli.ops.planner import FIRST_CLASS_KEYS, UsageQuery, aggregate, check_keys
+from usagebox_cli.ops.planner import FIRST_CLASS_KEYS, UsageQuery, aggregate, check_keys, check_known_keys
 from usagebox_cli.timefmt import format_instant, format_ts
 from usagebox_cli.timewindow import TIME_BUCKETS, Window, from_us
 from datetime import timezone
@@ -92,6 +92,7 @@ def reconcile(conn, account: Optional[str], invoice: str, by: list[str], window:
     check_keys(by, {})
     if any(key in TIME_BUCKETS for key in by):
         raise CannotRun("--by takes fields or dimension keys, not hour/day/month")
+    check_known_keys(conn, by)  # the invoice may carry the same typo: the ledger decides
     report, errors = verify(conn, account, window)
     if errors and not skip_verify:
         raise Refused(
