@@ -121,6 +121,10 @@ def run_sql(conn: sqlite3.Connection, sql: str, params: dict[str, Any], timeout:
     conn.set_progress_handler(progress, 10_000)
 
     def fail(exc: Exception) -> Refused:
+        if not stopped[0] and str(exc) == "interrupted":
+            # Ctrl-C raised KeyboardInterrupt inside the progress handler,
+            # which sqlite3 swallows and reports as this: it is still Ctrl-C.
+            raise KeyboardInterrupt
         if authorizer.denied:
             return Refused(f"refused: {authorizer.denied} is not allowed; `usagebox sql` is read-only (SELECT only)")
         if stopped[0]:
