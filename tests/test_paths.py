@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import event, run_cli, write_ndjson
+from conftest import TEST_NOW, event, run_cli, write_ndjson
 
 MSG_TAIL = "; writing it would destroy it (choose another path)\n"
 
@@ -242,6 +242,50 @@ def test_a_write_to_a_database_in_a_read_only_folder_says_it_is_read_only(immuta
     assert (code, out) == (2, "")
     assert err == ("Error: the database usage.db is read-only (its folder or file system is read-only); this command"
                    " needs to write to it (run it where the database file and its folder are writable)\n")
+
+
+def test_a_database_in_a_folder_a_normal_user_cannot_write_can_be_read_by_that_user(ledger):
+    """chmod 555 and a non-root reader: SQLite says "attempt to write a readonly database", not "unable to open"."""
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs setpriv and root to run the reader as uid 65534")
+    source, _ = ledger
+    base = Path(tempfile.mkdtemp(prefix="usagebox-ro-"))
+    try:
+        base.chmod(0o755)
+        folder = base / "rw"
+        folder.mkdir()
+        shutil.copy(source / "usage.db", folder / "usage.db")
+        shutil.copy(source / "events.ndjson", base / "events.ndjson")
+        os.chown(folder, 65534, 65534)
+        os.chown(folder / "usage.db", 65534, 65534)
+        folder.chmod(0o555)
+        environment = dict(os.environ, NO_COLOR="1", COLUMNS="200", USAGEBOX_NOW=TEST_NOW, HOME=str(base))
+        environment.pop("USAGEBOX_DB", None)
+
+        def reader(*args):
+            completed = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 sys.executable, "-m", "usagebox_cli", "--db", str(folder / "usage.db"), *args],
+                capture_output=True, env=environment, cwd=base, timeout=60)
+            return completed.returncode, completed.stdout.decode(), completed.stderr.decode()
+
+        code, out, err = reader("usage", "acct_42", "--period", "2026-06", "--json")
+        assert (code, err) == (0, "")
+        assert json.loads(out)["groups"] == [{"sum": 105, "count": 2}]
+        code, out, err = reader("sql", "SELECT sum(quantity) AS q FROM usage_events", "--json")
+        assert (code, json.loads(out), err) == (0, {"rows": [{"q": 105}]}, "")
+        code, out, err = reader("verify", "--period", "2026-06")
+        assert (code, json.loads(out)["ok"]) == (0, True)
+        code, out, err = reader("ingest", "events.ndjson")
+        assert (code, out) == (2, "")
+        assert err.startswith(f"Error: the database {folder / 'usage.db'} is read-only (")
+        assert sorted(p.name for p in folder.iterdir()) == ["usage.db"]
+    finally:
+        (base / "rw").chmod(0o755) if (base / "rw").exists() else None
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- 20. a full disk ---------------------------------------------------------------------

@@ -71,6 +71,20 @@ def test_a_flipped_key_in_the_event_id_index_is_found_by_full(ledger):
     assert err.endswith(HINT)
 
 
+def test_default_verify_finds_an_event_stored_twice_through_a_flipped_event_id_index(ledger):
+    """quick_check passes the flip; the re-ingest then stores an event twice, which plain verify must not call ok."""
+    page = root_page(ledger, "events_event_id")
+    data = ledger.read_bytes()
+    offset = data.index(b"evt_000150", (page - 1) * PAGE)
+    flip(ledger, offset + 9, 1)  # evt_000150 -> evt_000152 in the index only
+    again = run_cli(["ingest", ledger.parent / "e.ndjson"], db=ledger)
+    assert again.returncode == 0, again.stderr
+    code, out, err = verify(ledger)
+    assert (code, out) == (1, "")
+    assert err == (f"Error: the database file {ledger} is damaged: event 'evt_000152': is stored 2 times, so the index"
+                   " events_event_id no longer matches the table (`usagebox verify --full` names the damage)" + HINT)
+
+
 def test_text_that_is_no_longer_utf8_is_reported_as_damage_not_internal_error(ledger):
     data = bytearray(ledger.read_bytes())
     start = 0

@@ -33,6 +33,12 @@ class NotADatabase(CannotRun):
     """The --db file exists but is not a usagebox database."""
 
 
+class Interrupted(UsageboxError):
+    """Ctrl-C stopped a command that has more to say than "interrupted" (exit 130)."""
+
+    exit_code = 130
+
+
 class Refused(UsageboxError):
     """The command ran and refused the request: a closed period, a write in `sql`, drift (exit 1)."""
 

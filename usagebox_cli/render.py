@@ -272,7 +272,13 @@ def notice(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+# Whether this run wrote an Error: line: the boundary adds "interrupted" after Ctrl-C only if nothing said more.
+wrote_error = False
+
+
 def error(message: str, hint: Optional[str] = None) -> None:
+    global wrote_error
+    wrote_error = True
     text = f"Error: {message}"
     if hint:
         text += f" ({hint})"

@@ -40,6 +40,29 @@ def completion_script(shell: str) -> str:
     return get_completion_script(prog_name="usagebox", complete_var="_USAGEBOX_COMPLETE", shell=shell)
 
 
+def _count_interrupts(interrupts: list[int]):
+    """Note each Ctrl-C in ``interrupts`` (it still raises KeyboardInterrupt); return what undoes that.
+
+    Only where Python's own handler is in place: an ignored SIGINT stays
+    ignored, and a thread other than the main one cannot set handlers.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return lambda: None
+
+    def on_sigint(signum, frame):
+        interrupts.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     from usagebox_cli import render
     from usagebox_cli.errors import UsageboxError
@@ -52,18 +75,23 @@ def main(argv: Optional[list[str]] = None) -> None:
 
         completion_init()
     command = typer.main.get_command(app)
+    render.wrote_error = False
+    interrupts: list[int] = []
+    restore = _count_interrupts(interrupts)
     try:
-        # Without standalone mode click returns the code of a raised Exit.
+        # Without standalone mode click returns the code of a raised Exit;
+        # Typer turns Ctrl-C into a silent 130, so say it here unless the
+        # command (ingest, export -o) said more itself.
         code = command.main(args=argv, prog_name="usagebox", standalone_mode=False) or 0
+        if code == 130 and interrupts and not render.wrote_error:
+            render.error("interrupted")
     except UsageboxError as exc:
         render.error(exc.message, exc.hint)
         code = exc.exit_code
     except exits as exc:
         code = exc.exit_code
-        if code == 130 and isinstance(exc.__cause__, KeyboardInterrupt):
-            # Typer turns Ctrl-C into a silent Exit(130); a command that knows
-            # more (ingest) says so itself and exits without this cause.
-            render.error("interrupted; committed batches are kept, and running the same command again is safe")
+        if code == 130 and isinstance(exc.__cause__, KeyboardInterrupt) and not render.wrote_error:
+            render.error("interrupted")
     except aborts:
         render.error("aborted")
         code = 130
@@ -78,7 +106,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         render.error(message)
         code = 2
     except KeyboardInterrupt:
-        render.error("interrupted; committed batches are kept, and running the same command again is safe")
+        render.error("interrupted")
         code = 130
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -94,6 +122,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         else:
             render.error(f"internal error: {type(exc).__name__}: {exc}", "set USAGEBOX_DEBUG=1 for a traceback and report it")
         code = 2
+    finally:
+        restore()
     if isinstance(code, int) and code:
         sys.exit(code)
     # Normal end: flush now so a closed pipe surfaces here, not at interpreter exit.

@@ -195,7 +195,7 @@ def export(
     import sys
 
     from usagebox_cli import render
-    from usagebox_cli.errors import CannotRun
+    from usagebox_cli.errors import CannotRun, Interrupted
     from usagebox_cli.ops.export import export as run_export
     from usagebox_cli.paths import open_output
     from usagebox_cli.engines import open_engine
@@ -206,8 +206,11 @@ def export(
     window = resolve(start, end, period, last, tz, default="all")
     conn = open_engine(db_path(ctx, db), create=False)
     if output:
-        with open_output(output, "-o", db=conn, newline="") as handle:
-            count = run_export(conn, handle, fmt, account, window, excel_safe)
+        try:
+            with open_output(output, "-o", db=conn, newline="") as handle:
+                count = run_export(conn, handle, fmt, account, window, excel_safe)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; {output} is incomplete", hint="run the export again to write it whole") from None
         render.notice(f"exported {count:,} events to {output}")
     else:
         run_export(conn, sys.stdout, fmt, account, window, excel_safe)

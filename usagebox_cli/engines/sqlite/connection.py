@@ -102,7 +102,7 @@ def _open(path: str) -> tuple[Database, str]:
         conn = sqlite3.connect(sqlite_uri(path, mode="rw"), uri=True, isolation_level=None,
                                check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, factory=Database)
     except sqlite3.Error as exc:
-        if "unable to open" not in str(exc):
+        if not _folder_read_only(exc):
             raise database_error(path, exc) from None
         conn = open_read_only(path)
         return conn, _identify(conn, path)
@@ -114,7 +114,7 @@ def _open(path: str) -> tuple[Database, str]:
         identity = migrations.check_file(conn, path)
     except sqlite3.OperationalError as exc:
         conn.close()
-        if not ("unable to open" in str(exc) or "readonly" in str(exc)):
+        if not _folder_read_only(exc):
             raise database_error(path, exc) from None
         conn = open_read_only(path)
         return conn, _identify(conn, path)
@@ -140,6 +140,17 @@ def _identify(conn: sqlite3.Connection, path: str) -> str:
         raise
 
 
+def _folder_read_only(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because it cannot create the ``-shm``/``-wal`` files next to the database.
+
+    Under ``chattr +i`` or a read-only mount SQLite says "unable to open"; in a
+    folder a non-root user cannot write (``chmod 555``) it says "attempt to
+    write a readonly database", even for a ``mode=ro`` open.
+    """
+    message = str(exc)
+    return "unable to open" in message or "readonly database" in message
+
+
 def open_read_only(path: str) -> Database:
     """A connection SQLite itself keeps from writing (``mode=ro``).
 
@@ -158,7 +169,7 @@ def open_read_only(path: str) -> Database:
         return conn
     except sqlite3.OperationalError as exc:
         conn.close()
-        if "unable to open" not in str(exc):
+        if not _folder_read_only(exc):
             raise database_error(path, exc) from None
     wal = path + "-wal"
     if os.path.exists(wal) and os.path.getsize(wal) > 0:

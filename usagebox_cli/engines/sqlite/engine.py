@@ -18,8 +18,9 @@ from typing import Any, Iterable, Iterator, Optional
 from usagebox_cli.engines.base import Engine
 from usagebox_cli.engines.sqlite import accounts as _accounts
 from usagebox_cli.engines.sqlite import transactions
+from usagebox_cli.engines.sqlite.sums import exact_sum, joined
 from usagebox_cli.engines.sqlite.writer import SeriesWriter
-from usagebox_cli.errors import CannotRun
+from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.events import Event
 from usagebox_cli.fields import CORRECTION, RETRACTION
 from usagebox_cli.timefmt import DAY_US, HOUR_US
@@ -37,14 +38,29 @@ _EVENT_SQL = (
 _SERIES_COLUMNS = "series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions"
 
 
-def _fetch(conn: sqlite3.Connection, sql: str, params) -> list:
-    """Run an aggregate; a sum beyond SQLite's 64-bit integers is a one-line error, not a traceback."""
-    try:
-        return conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "overflow" in str(exc):
-            raise CannotRun("a total exceeds what SQLite integers hold (9.2 trillion units at 6 decimals); narrow the window or group finer") from None
-        raise
+def _fetch(conn: sqlite3.Connection, sql: str, params, at: int) -> list:
+    """Run an aggregate whose quantity is an ``exact_sum`` at column ``at``."""
+    return joined(conn.execute(sql, params).fetchall(), at)
+
+
+INTEGER_LIMIT = 2**63 - 1  # SQLite's INTEGER column, in millionths
+
+
+def _check_frozen_fits(account: str, period: str, quantities: list[int]) -> None:
+    """A closed period stores its totals in INTEGER columns: refuse by name one they cannot hold."""
+    from decimal import Decimal
+
+    def units(millionths: int) -> str:
+        text = f"{Decimal(millionths).scaleb(-6):,f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+
+    for quantity in quantities:
+        if quantity is not None and not -INTEGER_LIMIT - 1 <= quantity <= INTEGER_LIMIT:
+            raise Refused(
+                f"cannot close {period} for {account}: its total {units(quantity)} is beyond"
+                f" {units(INTEGER_LIMIT)}, the most a closed period can store",
+                hint="the events stay readable; a month this large cannot be frozen",
+            )
 
 
 class _Grain:
@@ -257,12 +273,12 @@ class SQLiteEngine(Engine):
 
     def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool) -> list[tuple]:
         sql = (
-            f"SELECT base_id, {'day' if by_day else 'NULL'}, sum(quantity), sum(event_count),"
+            f"SELECT base_id, {'day' if by_day else 'NULL'}, {exact_sum('quantity')}, sum(event_count),"
             " min(min_quantity), max(max_quantity) FROM rollup_daily"
             " WHERE base_id IN (SELECT value FROM json_each(:ids)) AND day >= :d0 AND day < :d1"
             f" GROUP BY base_id{', day' if by_day else ''}"
         )
-        return _fetch(self, sql, {"ids": json.dumps(ids), "d0": first_day, "d1": last_day})
+        return _fetch(self, sql, {"ids": json.dumps(ids), "d0": first_day, "d1": last_day}, 2)
 
     def hour_partials(self, ids: list[int], first_hour: int, last_hour: int, by_hour: bool, base: bool,
                       source: str) -> list[tuple]:
@@ -275,7 +291,7 @@ class SQLiteEngine(Engine):
         if source == "rollup":
             hour = "r.hour"
             sql = (
-                f"SELECT {hourly_id}, {hour if by_hour else 'NULL'}, sum(r.quantity), sum(r.event_count),"
+                f"SELECT {hourly_id}, {hour if by_hour else 'NULL'}, {exact_sum('r.quantity')}, sum(r.event_count),"
                 f" min(r.min_quantity), max(r.max_quantity) FROM {hourly}"
                 f" WHERE {hourly_id} IN (SELECT value FROM json_each(:ids)) AND r.hour >= :h0 AND r.hour < :h1"
                 f" GROUP BY {hourly_id}{', ' + hour if by_hour else ''}"
@@ -283,14 +299,14 @@ class SQLiteEngine(Engine):
         else:
             hour = f"e.ts_us / {HOUR_US}"
             sql = (
-                f"SELECT {raw_id}, {hour if by_hour else 'NULL'}, sum(e.quantity), count(*),"
+                f"SELECT {raw_id}, {hour if by_hour else 'NULL'}, {exact_sum('e.quantity')}, count(*),"
                 f" min(e.quantity), max(e.quantity) FROM {raw}"
                 f" WHERE {raw_id} IN (SELECT value FROM json_each(:ids)) AND e.ts_us >= :t0 AND e.ts_us < :t1"
                 f" GROUP BY {raw_id}{', ' + hour if by_hour else ''}"
             )
         params = {"ids": json.dumps(ids), "h0": first_hour, "h1": last_hour,
                   "t0": first_hour * HOUR_US, "t1": last_hour * HOUR_US}
-        return _fetch(self, sql, params)
+        return _fetch(self, sql, params, 2)
 
     def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool) -> list[tuple]:
         if base:
@@ -300,24 +316,26 @@ class SQLiteEngine(Engine):
             source, owned, raw_id = "events e", "e.series_id IN (SELECT value FROM json_each(:ids))", "e.series_id"
         # One statement for every fragment; CROSS JOIN keeps the fragment list outermost so each is an index range.
         sql = (
-            f"SELECT f.key, {raw_id}, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)"
+            f"SELECT f.key, {raw_id}, {exact_sum('e.quantity')}, count(*), min(e.quantity), max(e.quantity)"
             f" FROM json_each(:fragments) f CROSS JOIN {source}"
             f" WHERE {owned} AND e.ts_us >= json_extract(f.value, '$[0]') AND e.ts_us < json_extract(f.value, '$[1]')"
             f" GROUP BY f.key, {raw_id}"
         )
-        return _fetch(self, sql, {"ids": json.dumps(ids), "fragments": json.dumps([list(span) for span in spans])})
+        return _fetch(self, sql, {"ids": json.dumps(ids), "fragments": json.dumps([list(span) for span in spans])}, 2)
 
     def raw_series_sums(self, account: Optional[str], start_us: int, end_us: int, per_second: bool = False,
                         after_seq: int = 0, upto_seq: Optional[int] = None) -> list[tuple]:
         owned = "" if account is None else " AND s.account_id = :account"
         second = ", e.ts_us / 1000000" if per_second else ""
         seqs = "" if (after_seq == 0 and upto_seq is None) else " AND e.seq > :after AND (:upto IS NULL OR e.seq <= :upto)"
-        return self.execute(
+        return _fetch(
+            self,
             f"SELECT s.series_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, s.kind, s.dimensions"
-            f"{second}, sum(e.quantity), count(*) FROM events e JOIN series s ON s.series_id = e.series_id"
+            f"{second}, {exact_sum('e.quantity')}, count(*) FROM events e JOIN series s ON s.series_id = e.series_id"
             f" WHERE e.ts_us >= :t0 AND e.ts_us < :t1{owned}{seqs} GROUP BY s.series_id{second}",
             {"t0": start_us, "t1": end_us, "account": account, "after": after_seq, "upto": upto_seq},
-        ).fetchall()
+            9 if per_second else 8,
+        )
 
     # -- accounts ----------------------------------------------------------------------------------
 
@@ -334,13 +352,14 @@ class SQLiteEngine(Engine):
 
     def period_snapshot(self, account: str, start_us: int, end_us: int, watermark: Optional[int]) -> list[tuple]:
         limit = "" if watermark is None else " AND e.seq <= :watermark"
-        return self.execute(
-            "SELECT s.meter_id, s.model_id, s.unit, sum(e.quantity), count(*)"
+        return _fetch(
+            self,
+            f"SELECT s.meter_id, s.model_id, s.unit, {exact_sum('e.quantity')}, count(*)"
             " FROM events e JOIN series s ON s.series_id = e.series_id"
             " WHERE s.account_id = :account AND e.ts_us >= :start AND e.ts_us < :end" + limit +
             " GROUP BY s.meter_id, s.model_id, s.unit ORDER BY s.meter_id, s.model_id, s.unit",
-            {"account": account, "start": start_us, "end": end_us, "watermark": watermark},
-        ).fetchall()
+            {"account": account, "start": start_us, "end": end_us, "watermark": watermark}, 3,
+        )
 
     def max_seq(self) -> int:
         return self.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -358,6 +377,7 @@ class SQLiteEngine(Engine):
         return {row[0] for row in self.execute("SELECT account_id FROM periods WHERE period = ?", (period,))}
 
     def insert_period(self, record: tuple, lines: list[tuple], book: Optional[tuple]) -> int:
+        _check_frozen_fits(record[0], record[1], [record[6]] + [line[3] for line in lines])
         cursor = self.execute(
             "INSERT INTO periods (account_id, period, start_us, end_us, closed_at, watermark, quantity, event_count, forced)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", record,
@@ -425,12 +445,13 @@ class SQLiteEngine(Engine):
         return self.execute(_EVENT_SQL + " WHERE e.correction_ref = ? ORDER BY e.seq", (event_id,)).fetchall()
 
     def segment_sums(self, account: str, start_us: int, end_us: int) -> list[tuple]:
-        return self.execute(
-            "SELECT g.segment_id, g.path, g.sha256, g.started_at, g.finished_at, sum(e.quantity), count(*)"
+        return _fetch(
+            self,
+            f"SELECT g.segment_id, g.path, g.sha256, g.started_at, g.finished_at, {exact_sum('e.quantity')}, count(*)"
             " FROM events e JOIN series s ON s.series_id = e.series_id JOIN segments g ON g.segment_id = e.segment_id"
             " WHERE s.account_id = :account AND e.ts_us >= :start AND e.ts_us < :end"
             " GROUP BY g.segment_id ORDER BY g.segment_id",
-            {"account": account, "start": start_us, "end": end_us}).fetchall()
+            {"account": account, "start": start_us, "end": end_us}, 5)
 
     def export_rows(self, account: Optional[str], start_us: int, end_us: int) -> Iterator[tuple]:
         sql = (
@@ -499,6 +520,15 @@ class SQLiteEngine(Engine):
         # quick_check is O(N); integrity_check (--full) also checks that every index matches its table.
         pragma = "integrity_check" if full else "quick_check"
         problems = [(f"PRAGMA {pragma}", row[0]) for row in self.execute(f"PRAGMA {pragma}({limit})") if row[0] != "ok"]
+        if not problems:
+            # quick_check skips index contents, and a damaged events_event_id
+            # lets a re-ingest store an event twice (counted twice).  Grouping
+            # the table itself (NOT INDEXED) sees that in one scan of the table.
+            for event_id, copies in self.execute(
+                f"SELECT event_id, count(*) FROM events NOT INDEXED GROUP BY event_id HAVING count(*) > 1 LIMIT {limit}"
+            ):
+                problems.append((f"event {event_id!r}", f"is stored {copies} times, so the index events_event_id"
+                                 " no longer matches the table (`usagebox verify --full` names the damage)"))
         if not problems:
             for (series_id,) in self.execute(
                 f"SELECT series_id FROM series WHERE dimensions IS NOT NULL AND NOT json_valid(dimensions) LIMIT {limit}"
