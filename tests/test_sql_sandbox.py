@@ -401,7 +401,7 @@ def test_an_answer_larger_than_the_result_limit_stops_with_exit_1(store, monkeyp
     monkeypatch.setattr(readonly, "RESULT_LIMIT", 1_000)
     conn = open_readonly(str(store.path))
     result = readonly.run_sql(conn, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100) "
-                                    "SELECT printf('%050d', x) AS v FROM n", {}, 5)
+                                    "SELECT substr('0000000000000000000000000000000000000000000000000' || x, -50) AS v FROM n", {}, 5)
     with pytest.raises(Refused) as refused:
         list(result.rows)
     assert refused.value.message == "the answer is larger than 1,000 bytes, the limit of `usagebox sql`"
@@ -453,3 +453,17 @@ def test_other_virtual_tables_are_refused_with_the_right_reason(store, statement
     assert result.stderr == ("Error: refused: a table-valued function or virtual table other than json_each, json_tree "
                              "and the schema pragmas is not allowed; `usagebox sql` is read-only (SELECT only)\n")
     assert store.fingerprint() == before
+
+
+def test_printf_is_refused_because_an_oversized_result_would_be_a_silent_null(store):
+    # SQLite's printf() returns NULL past the length limit: length(printf('%.*c', 20000000, 'x')) gave null, exit 0
+    from usagebox_cli.errors import Refused
+    from usagebox_cli.engines.sqlite import readonly
+    from usagebox_cli.engines.sqlite.connection import open_readonly
+
+    conn = open_readonly(str(store.path))
+    for sql in ("SELECT length(printf('%.*c', 20000000, 'x')) AS v", "SELECT format('%d', 5) AS v"):
+        with pytest.raises(Refused) as refused:
+            list(readonly.run_sql(conn, sql, {}, 5).rows)
+        assert "SQLite gives NULL instead of an error when its result is too long" in refused.value.message
+    conn.close()

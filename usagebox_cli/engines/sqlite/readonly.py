@@ -32,6 +32,9 @@ from usagebox_cli.errors import CannotRun, Refused
 
 ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+# SQLite's printf()/format() return NULL, not an error, when the result passes the length limit
+# (issue 11 item 9): a silent wrong answer, so they are refused with the reason.
+UNCAPPED_FUNCTIONS = {"printf", "format"}
 READ_ONLY_PRAGMAS = {
     "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
     "foreign_key_list", "function_list", "collation_list", "pragma_list", "module_list",
@@ -79,6 +82,10 @@ class _Authorizer:
         if action in ALLOWED_ACTIONS:
             if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
                 return self._deny(f"the function {arg2}()")
+            # The views' own printf (their fixed-width timestamps) is ours and bounded: only the user's is refused.
+            if action == sqlite3.SQLITE_FUNCTION and _trigger is None and (arg2 or "").lower() in UNCAPPED_FUNCTIONS:
+                return self._deny(f"the function {arg2}() (SQLite gives NULL instead of an error when its result is"
+                                  " too long, a silent wrong answer; build text with || and substr() instead)")
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in READ_ONLY_PRAGMAS:
             return sqlite3.SQLITE_OK
