@@ -472,7 +472,8 @@ EXAMPLES = int(os.environ.get("USAGEBOX_EXAMPLES", "25"))
 
 
 @pytest.mark.slow
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ledger=ledgers())
 def test_no_read_command_fails_internally_on_any_valid_ledger(ledger):
     with tempfile.TemporaryDirectory() as folder:
