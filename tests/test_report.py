@@ -249,3 +249,18 @@ def test_report_cost_sums_exactly_beyond_28_digits(cli, tmp_path):
     assert (blocks["blocks"][0]["costUSD"], blocks["totals"]["totalCost"]) == (exact, exact)
     daily = json.loads(cli("report", "daily", *NOVEMBER, "--prices", book, "--json").stdout, parse_float=str)
     assert (daily["daily"][0]["totalCost"], daily["totals"]["totalCost"]) == (exact, exact)
+
+
+def test_a_net_negative_day_gets_no_bar_and_never_a_giant_one(cli, tmp_path):
+    # A ledger whose every day nets negative once scaled bars by a negative peak: a bar of ~10^13 characters.
+    from tests.conftest import event, write_ndjson
+
+    cli("ingest", write_ndjson(tmp_path / "e.ndjson", [
+        event(1, timestamp="2026-11-03T10:00:00Z", quantity="0.000001"),
+        event(2, kind="Correction", correction_ref="x", timestamp="2026-11-03T11:00:00Z", quantity="-0.000002"),
+        event(3, kind="Correction", correction_ref="x", timestamp="2026-11-04T11:00:00Z", quantity=-999999),
+    ]))
+    result = cli("report", "daily", *NOVEMBER)
+    assert result.returncode == 0, result
+    assert "█" not in result.stdout
+    assert len(result.stdout) < 5_000

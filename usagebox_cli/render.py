@@ -401,6 +401,17 @@ REPORT_HEADINGS = {"modelsUsed": "models", "inputTokens": "input", "outputTokens
 BAR_WIDTH = 20
 
 
+def bar(value, peak) -> str:
+    """A bar of at most BAR_WIDTH blocks for ``value`` against the largest positive ``peak``.
+
+    A net-negative row (corrections exceeding usage) gets no bar; so does every row when nothing is
+    positive.  (Scaling by a negative peak once made a bar of trillions of characters.)
+    """
+    if peak <= 0 or value <= 0:
+        return ""
+    return "█" * min(BAR_WIDTH, round(value * BAR_WIDTH / peak))
+
+
 def usage_report(doc: dict, kind: str, fmt: str, breakdown: bool = False) -> None:
     """``usagebox report``: the ccusage-shaped document, or a table with a bar per row."""
     if fmt == "json":
@@ -416,7 +427,7 @@ def usage_report(doc: dict, kind: str, fmt: str, breakdown: bool = False) -> Non
     peak = max((row["totalTokens"] for row in doc[rows_key]), default=0)
     records = []
     for row in doc[rows_key]:
-        records.append(dict(row, bar="█" * (round(row["totalTokens"] * BAR_WIDTH / peak) if peak else 0)))
+        records.append(dict(row, bar=bar(row["totalTokens"], peak)))
         if breakdown:
             for part in row["modelBreakdowns"]:
                 total = sum(part[name] for name in ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens"))
@@ -518,7 +529,7 @@ def _blocks_report(doc: dict, fmt: str, breakdown: bool) -> None:
         record = {"block": _block_time(block["startTime"]), "status": _block_status(block), "modelsUsed": block["models"],
                   **counts, "totalTokens": block["totalTokens"], "totalCost": block["costUSD"],
                   "unpricedTokens": block.get("unpricedTokens"),
-                  "bar": "█" * (round(block["totalTokens"] * BAR_WIDTH / peak) if peak and not block["isGap"] else 0)}
+                  "bar": "" if block["isGap"] else bar(block["totalTokens"], peak)}
         if block["isGap"]:
             record = {"block": record["block"], "status": record["status"]}
         records.append(record)
