@@ -251,9 +251,11 @@ def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: 
     fingerprints = _Fingerprints(db_path, extra_mode, assume_utc)
     try:
         for index, source in enumerate(sources):
+            source.reopen()
             for items in _source_items(source, extra_mode, assume_utc, fingerprints, context):
                 yield ("batch", index, source.bytes_read, items)
             sha256, size = source.finish()
+            source.close()
             yield ("end", index, sha256, size)
         yield ("done",)
     finally:
