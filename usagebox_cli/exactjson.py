@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from functools import lru_cache
 from json.encoder import encode_basestring as _text  # what json.dumps(s, ensure_ascii=False) returns, in C
 from typing import Any, Callable, Sequence
 
@@ -86,6 +87,7 @@ def _compact(value: Any) -> str:
     return dumps_general(value)
 
 
+@lru_cache(maxsize=4096, typed=True)  # a streamed document repeats its keys on every row; typed: 1 and True differ
 def _key(key: Any) -> str:
     return _text(str(key)) + ":"
 
