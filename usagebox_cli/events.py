@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Annotated, Any, NamedTuple, Optional, Union
-
-from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError
-from typing_extensions import NotRequired, TypedDict
+from typing import Any, NamedTuple, Optional
 
 from usagebox_cli.fields import (  # noqa: F401  (re-exported: the event vocabulary)
     CORRECTION, DIMENSION_KEY, FIELD_SET, FIELDS, KIND_CHOICES, KIND_CODES, KIND_NAMES, RETRACTION, USAGE, dimension_text,
@@ -32,35 +29,53 @@ MAX_DIMENSION_VALUE = 256
 
 US_PER_HOUR = HOUR_US  # the readers' name for it
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-
 class EventInvalid(ValueError):
     """A line that is not a valid event; the message names the field and the fix."""
 
 
-class EventFields(TypedDict):
-    """The declared shape of an event line, before normalization.
+def _validate_fields(record: dict) -> dict:
+    """pydantic's check of the declared shape, built on the first line validated.
 
-    A TypedDict rather than a BaseModel: pydantic validates it in Rust and
-    hands back the dict, without building a model instance per line.
+    Built on first use, not at import: every command imports this module (for
+    ``Event``), and only the ones that read events need pydantic, whose import
+    and schema build are a large part of a reading command's start-up.  The
+    built validator replaces this function, so later lines pay nothing.
     """
-
-    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
-
-    event_id: Name
-    account_id: Name
-    meter_id: NotRequired[Optional[Name]]
-    model_id: NotRequired[Optional[Name]]
-    product_id: NotRequired[Optional[Name]]
-    unit: NotRequired[Optional[Name]]
-    quantity: NotRequired[Optional[Union[int, Decimal, str]]]
-    timestamp: NotRequired[Optional[str]]
-    kind: NotRequired[Optional[str]]
-    correction_ref: NotRequired[Optional[Name]]
-    dimensions: NotRequired[Optional[dict[str, Any]]]
+    global _validate_fields
+    _validate_fields = _fields_validator()
+    return _validate_fields(record)
 
 
-_validate_fields = TypeAdapter(EventFields).validate_python
+def _fields_validator():
+    from typing import Annotated, Union
+
+    from pydantic import ConfigDict, StringConstraints, TypeAdapter
+    from typing_extensions import NotRequired, TypedDict
+
+    Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    class EventFields(TypedDict):
+        """The declared shape of an event line, before normalization.
+
+        A TypedDict rather than a BaseModel: pydantic validates it in Rust and
+        hands back the dict, without building a model instance per line.
+        """
+
+        __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+        event_id: Name
+        account_id: Name
+        meter_id: NotRequired[Optional[Name]]
+        model_id: NotRequired[Optional[Name]]
+        product_id: NotRequired[Optional[Name]]
+        unit: NotRequired[Optional[Name]]
+        quantity: NotRequired[Optional[Union[int, Decimal, str]]]
+        timestamp: NotRequired[Optional[str]]
+        kind: NotRequired[Optional[str]]
+        correction_ref: NotRequired[Optional[Name]]
+        dimensions: NotRequired[Optional[dict[str, Any]]]
+
+    return TypeAdapter(EventFields).validate_python
 
 
 class Event(NamedTuple):
@@ -256,7 +271,7 @@ def normalize(record: dict[str, Any], extra_mode: str = "reject", assume_utc: bo
         record = known
     try:
         fields = _validate_fields(record)
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError; the declared shape has no validator that raises another
         raise EventInvalid(_describe(exc)) from None
     get = fields.get
     kind_text = get("kind")
@@ -347,7 +362,7 @@ _PYDANTIC_MESSAGES = {
 }
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc) -> str:
     """The first pydantic error as one sentence naming the field."""
     error = exc.errors(include_url=False)[0]
     loc = error.get("loc") or ()

@@ -164,14 +164,16 @@ def stream_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str,
         if not started:
             out.write(csv_row(columns))
     elif fmt == "ndjson":
+        as_object = exactjson.object_writer(columns)
         for row in rows:
-            out.write(exactjson.dumps(dict(zip(columns, row))) + "\n")
+            out.write(as_object(row) + "\n")
     else:
         key = exactjson.dumps(row_key)
+        as_item = exactjson.object_writer(columns, indent=2, depth=2)  # the text of document()'s rows list, row by row
         for row in rows:
             out.write(("{\n  " + key + ": [\n    ") if not started else ",\n    ")
             started = True
-            out.write(exactjson.dumps(dict(zip(columns, row)), indent=2).replace("\n", "\n    "))
+            out.write(as_item(row))
         out.write("\n  ]\n}\n" if started else "{\n  " + key + ": []\n}\n")
     out.flush()
 

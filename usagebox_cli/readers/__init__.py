@@ -17,9 +17,7 @@ all derived from ``REGISTRY``: a new format is a new module and one line in
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 from typing import Callable, Optional
 
 from usagebox_cli.errors import CannotRun
@@ -38,6 +36,9 @@ def _registry() -> dict[str, Format]:
 
 def context(account: Optional[str], host: Optional[str]) -> Context:
     """``--account`` (default: the login user) and ``--host`` (default: this machine's name)."""
+    import getpass  # here, not at the top: every command imports this package (for ingest's --help text)
+    import socket
+
     if account is None:
         try:
             account = getpass.getuser()

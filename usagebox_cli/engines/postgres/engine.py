@@ -484,7 +484,22 @@ class PostgresEngine(Engine):
         if account is not None:
             sql += " AND s.account_id = %s"
             params.append(account)
-        return iter(self.conn.execute(sql + " ORDER BY e.seq", params))
+        return self._streamed(sql + " ORDER BY e.seq", params)
+
+    def _streamed(self, sql: str, params) -> Iterator[tuple]:
+        """Rows from a server-side cursor, a batch at a time: a client-side one holds the whole answer in memory.
+
+        A named cursor lives in a transaction, so one is opened (or, inside
+        ``read_snapshot``, a savepoint) and ends when the rows do or the
+        reader stops.
+        """
+        from usagebox_cli.engines.postgres.sandbox import FETCH_ROWS
+
+        with self.conn.transaction():
+            with self.conn.cursor(name="usagebox_stream") as cursor:
+                cursor.itersize = FETCH_ROWS
+                cursor.execute(sql, params)
+                yield from cursor
 
     def segments(self) -> list[tuple]:
         return self._all(
