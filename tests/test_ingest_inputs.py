@@ -625,3 +625,26 @@ def test_a_file_removed_after_the_ingest_started_breaks_off_with_one_line(tmp_pa
     path.unlink()
     with pytest.raises(SourceReadError, match="cannot read .*gone.ndjson: no such file"):
         source.reopen()
+
+
+def test_a_file_removed_before_its_turn_stops_the_run_with_the_earlier_files_stored(cli_inprocess, tmp_path, monkeypatch):
+    """What the README promises when Claude Code's cleanup removes a log while an ingest runs."""
+    from usagebox_cli.ops import ingest as ingest_ops
+
+    first = write_ndjson(tmp_path / "a.ndjson", [event(1), event(2)])
+    second = write_ndjson(tmp_path / "b.ndjson", [event(3)])
+    checked = ingest_ops.open_sources
+
+    def then_removed(paths, input_format):
+        sources = checked(paths, input_format)
+        second.unlink()  # after the check, before its turn
+        return sources
+
+    monkeypatch.setattr(ingest_ops, "open_sources", then_removed)
+    result = cli_inprocess("ingest", first, second)
+    assert result.returncode == 2
+    assert result.stderr == (f"Error: cannot read {second}: no such file"
+                             " (the inputs before it are stored; run the same ingest again)\n")
+    monkeypatch.undo()
+    stored = cli_inprocess("export", "--format", "ndjson")
+    assert [json.loads(line)["event_id"] for line in stored.stdout.splitlines()] == ["evt_000001", "evt_000002"]
