@@ -271,3 +271,25 @@ class Engine(ABC):
     @abstractmethod
     def run_sql(self, sql: str, params: dict[str, Any], timeout: float):
         """A read-only query over the documented views: ``SqlResult(columns, rows iterator)``."""
+
+
+class FingerprintLookup(ABC):
+    """The parsing process's own look-up of stored line fingerprints (the re-ingest fast path).
+
+    It runs in the reading process, beside the writer's ``Engine``, so it opens
+    its own read connection (``engines.fingerprint_lookup``).  An optimisation
+    only: when it cannot open or read, it answers "nothing stored" and the
+    writer decides every line anyway.
+    """
+
+    @property
+    @abstractmethod
+    def available(self) -> bool:
+        """Whether it could open the ledger (a batch does not ask one that could not)."""
+
+    @abstractmethod
+    def stored(self, event_ids: list[str]) -> dict[str, int]:
+        """``{event_id: fingerprint}`` for those of ``event_ids`` stored with one; ``{}`` on any failure."""
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Iterator, Optional
 
 from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
 from usagebox_cli.engines.postgres import connection, migrations, writer
 from usagebox_cli.engines.postgres.periods import PERIOD_LOCK, guard_batch
 from usagebox_cli.errors import CannotRun
@@ -579,7 +580,7 @@ def open_engine(db: str, *, create: bool = True, notice=None, sandbox: bool = Fa
     return PostgresEngine(conn, db)
 
 
-class FingerprintLookup:
+class FingerprintLookup(FingerprintLookupBase):
     """The reading process's own connection, for the re-ingest fast path; any failure means "nothing stored"."""
 
     def __init__(self, location: Optional[str]):

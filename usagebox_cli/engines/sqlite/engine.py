@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Optional
 
 from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
 from usagebox_cli.engines.sqlite import accounts as _accounts
 from usagebox_cli.engines.sqlite import transactions
 from usagebox_cli.engines.sqlite.sums import exact_sum, joined
@@ -544,7 +545,7 @@ class SQLiteEngine(Engine):
         return readonly.run_sql(self, sql, params, timeout)
 
 
-class FingerprintLookup:
+class FingerprintLookup(FingerprintLookupBase):
     """The reading process's own read-only connection, for the re-ingest fast path.
 
     An optimisation only: any failure to open or read gives "nothing stored",
