@@ -278,18 +278,40 @@ class FingerprintLookup(ABC):
 
     It runs in the reading process, beside the writer's ``Engine``, so it opens
     its own read connection (``engines.fingerprint_lookup``).  An optimisation
-    only: when it cannot open or read, it answers "nothing stored" and the
-    writer decides every line anyway.
+    only: any failure to open or to read (whatever the driver raises) answers
+    "nothing stored", and the writer decides every line anyway.  An engine
+    says how to connect and how to ask; the rest is here.
     """
 
-    @property
+    def __init__(self, location: Optional[str]):
+        self.conn: Any = None
+        if location:
+            try:
+                self.conn = self.connect(location)
+            except Exception:
+                self.conn = None
+
     @abstractmethod
+    def connect(self, location: str) -> Any:
+        """A read connection to the ledger at ``location``."""
+
+    @abstractmethod
+    def query(self, event_ids: list[str]) -> dict[str, int]:
+        """``{event_id: fingerprint}`` for those of ``event_ids`` stored with one (non-empty ``event_ids``)."""
+
+    @property
     def available(self) -> bool:
         """Whether it could open the ledger (a batch does not ask one that could not)."""
+        return self.conn is not None
 
-    @abstractmethod
     def stored(self, event_ids: list[str]) -> dict[str, int]:
-        """``{event_id: fingerprint}`` for those of ``event_ids`` stored with one; ``{}`` on any failure."""
+        if not event_ids or self.conn is None:
+            return {}
+        try:
+            return self.query(event_ids)
+        except Exception:
+            return {}
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
