@@ -68,6 +68,14 @@ class Result:
         return f"Result(rc={self.returncode}, stdout={self.stdout[:500]!r}, stderr={self.stderr[:500]!r})"
 
 
+def pytest_addoption(parser, pluginmanager):
+    """Accept pyproject's ``-n auto`` when pytest-xdist is not loaded (``-p no:xdist``): the suite then runs in one process."""
+    if not pluginmanager.has_plugin("xdist"):
+        # xdist declares -n the same way (a lowercase short option is reserved for plugins).
+        parser.getgroup("xdist")._addoption("-n", "--numprocesses", dest="numprocesses", default=None,
+                                            help="workers (pytest-xdist is not loaded: ignored, the tests run in this process)")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def fixed_clock():
     """In-process "now" is ``TEST_NOW`` too (the CLI subprocesses get it from run_cli)."""
