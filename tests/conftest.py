@@ -1,7 +1,8 @@
 """Shared fixtures: a fresh database per test and helpers to drive the real CLI.
 
-``cli`` runs ``python -m usagebox_cli`` in a subprocess, exactly as a user or
-a cron job would, and returns the CompletedProcess (stdout, stderr, returncode).
+``cli_subprocess`` runs ``python -m usagebox_cli`` in a subprocess, exactly as a user or
+a cron job would, and returns the CompletedProcess (stdout, stderr, returncode);
+``cli`` is it, except in a module marked ``cli_inprocess``, where it is the in-process one.
 ``cli_inprocess`` calls ``usagebox_cli.cli.main`` in the test process with
 captured output, for tests that run hundreds of commands (a subprocess
 costs a Python start-up each, about 0.3 s); it returns the same kind of result.
@@ -176,13 +177,22 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(db: Path):
-    """Run the CLI against the test's database: ``cli("ingest", path, "--json")``."""
+def cli_subprocess(db: Path):
+    """Run the CLI as a real process against the test's database: ``cli_subprocess("ingest", path, "--json")``."""
 
     def invoke(*args, input=None, env=None, cwd=None, timeout=120) -> Result:
         return Result(run_cli(args, db=db, input=input, env=env, cwd=cwd, timeout=timeout))
 
     return invoke
+
+
+@pytest.fixture
+def cli(request, db: Path):
+    """The CLI as a test runs it: a real process (``cli_subprocess``), or, in a module or test marked
+    ``cli_inprocess``, the in-process one; a marked module asks for ``cli_subprocess`` where a test needs a process."""
+    if request.node.get_closest_marker("cli_inprocess") is not None:
+        return request.getfixturevalue("cli_inprocess")
+    return request.getfixturevalue("cli_subprocess")
 
 
 @pytest.fixture

@@ -16,6 +16,9 @@ import pytest
 
 from conftest import ROOT, event, run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 
 def test_bare_usagebox_prints_the_help_as_click_does_not_an_error_line():
     result = run_cli([])

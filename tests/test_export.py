@@ -16,6 +16,9 @@ import pytest
 
 from conftest import Result, run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 SOURCE_LINES = [
     # Quantities written verbatim: exact decimal text, never a float.
     '{"event_id": "a1", "account_id": "acct_42", "meter_id": "claude_tokens", "model_id": "m1", "product_id": "chat",'

@@ -31,7 +31,7 @@ from usagebox_cli.engines.sqlite.connection import connect
 from usagebox_cli.ops.planner import Series, UsageQuery
 from usagebox_cli.timewindow import resolve
 
-pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]  # see conftest.parse_inline
 
 
 def book_file(tmp_path: Path, text: str, name: str = "prices.toml") -> str:

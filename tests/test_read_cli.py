@@ -17,6 +17,9 @@ import pytest
 
 from conftest import TEST_NOW_DATETIME, Result, run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 ALL_OF_JUNE = ("--period", "2026-06")
 
 
