@@ -126,13 +126,14 @@ def _command_built_once():
         typer.main.get_command = original
 
 
-def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None = None, env: dict | None = None) -> InProcessResult:
+def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None = None, env: dict | None = None,
+                      cwd: Path | None = None) -> InProcessResult:
     """``run_cli`` without the subprocess: ``cli.main(argv)`` with stdin, stdout, stderr and the environment swapped.
 
     ``main`` returns on success and calls ``sys.exit(code)`` otherwise, so the
     exit code is read from ``SystemExit``.  The environment is the one the
     subprocess fixture gives (``NO_COLOR``, ``COLUMNS``, no ``USAGEBOX_DB``),
-    restored afterwards.
+    restored afterwards, and so is the working directory (``cwd``).
     """
     from usagebox_cli.cli import main
 
@@ -149,6 +150,9 @@ def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None
         else:
             os.environ[name] = value
     sys.stdin = stdin
+    saved_cwd = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
     code: object = 0
     try:
         with _command_built_once(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -157,6 +161,7 @@ def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None
             except SystemExit as exc:
                 code = exc.code
     finally:
+        os.chdir(saved_cwd)
         sys.stdin = saved_stdin
         for name, value in saved.items():
             if value is None:
@@ -199,8 +204,8 @@ def cli(request, db: Path):
 def cli_inprocess(db: Path):
     """Like ``cli`` but in the test process (milliseconds a command): ``cli_inprocess("usage", "acct_42", "--json")``."""
 
-    def invoke(*args, input=None, env=None) -> InProcessResult:
-        return run_cli_inprocess(args, db=db, input=input, env=env)
+    def invoke(*args, input=None, env=None, cwd=None) -> InProcessResult:
+        return run_cli_inprocess(args, db=db, input=input, env=env, cwd=cwd)
 
     return invoke
 
