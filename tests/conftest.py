@@ -77,6 +77,22 @@ def pytest_addoption(parser, pluginmanager):
                                             help="workers (pytest-xdist is not loaded: ignored, the tests run in this process)")
 
 
+# The slow tier as a whole module: property tests that run hundreds of commands, and real processes
+# killed, raced, interrupted or kept waiting.  ``-m "not slow"`` leaves them out (the fast tier); a
+# single slow test elsewhere carries ``@pytest.mark.slow`` itself.
+SLOW_MODULES = frozenset({
+    "test_buckets", "test_durability", "test_ingest_properties", "test_integrity_stateful", "test_interrupt",
+    "test_no_internal_error", "test_read_properties", "test_readme", "test_sql_timeout",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = pytest.mark.slow
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def fixed_clock():
     """In-process "now" is ``TEST_NOW`` too (the CLI subprocesses get it from run_cli)."""

@@ -119,6 +119,7 @@ def _count(db) -> int:
     return int(result.stdout.decode().split()[-1]) if result.returncode == 0 else 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_an_ingest_says_what_was_committed(db):
     process = _slow_ingest(db, 5000)
     deadline = time.monotonic() + 60
@@ -133,6 +134,7 @@ def test_ctrl_c_during_an_ingest_says_what_was_committed(db):
                                "0 rejected (the rest was not stored; running the same command again is safe)\n")
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_the_first_commit_says_nothing_was_committed(db):
     process = _slow_ingest(db, 3)
     _wait_for_the_reader(process)

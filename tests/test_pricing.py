@@ -574,6 +574,7 @@ def write_events(path: str, events) -> None:
             out.write(json.dumps(record).replace('"__Q__"', format(ev["quantity"], "f")) + "\n")
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(events=price_events(), rules=price_rules(),
        group_by=st.lists(st.sampled_from(GROUP_KEYS), unique=True, max_size=2),
