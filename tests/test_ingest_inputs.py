@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import sqlite3
 from datetime import datetime
 from decimal import Decimal
@@ -597,3 +598,33 @@ def test_sources_lists_path_sha256_size_and_counts(cli, tmp_path):
     assert second["input_format"] == "ndjson"
     assert (second["lines"], second["accepted"], second["duplicates"], second["conflicts"], second["rejected"]) == (6, 3, 1, 1, 1)
     assert listed[0]["segment_id"] < second["segment_id"]
+
+
+def test_a_folder_of_more_files_than_the_open_files_limit_is_ingested(cli_inprocess, tmp_path):
+    """Inputs are checked and sniffed up front but read one at a time: each file was once held open
+    with a 1 MiB buffer until the end, so a large ~/.claude folder ran out of file descriptors
+    (256 by default on macOS) and memory grew with the number of files."""
+    import resource
+
+    files = [write_ndjson(tmp_path / f"part{n:03d}.ndjson", [event(n)]) for n in range(150)]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 60, hard))
+    try:
+        result = cli_inprocess("ingest", *files, "--json")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert result.returncode == 0, result.stderr
+    assert result.json()["accepted"] == 150
+
+
+def test_a_file_removed_after_the_ingest_started_breaks_off_with_one_line(tmp_path):
+    from usagebox_cli.sources import Source, SourceReadError
+
+    path = write_ndjson(tmp_path / "gone.ndjson", [event(1)])
+    source = Source(str(path))
+    source.open()
+    source.set_aside()
+    path.unlink()
+    with pytest.raises(SourceReadError, match="cannot read .*gone.ndjson: no such file"):
+        source.reopen()

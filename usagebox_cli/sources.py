@@ -77,6 +77,9 @@ class Source:
         return self.path
 
     def open(self) -> BinaryIO:
+        """Open the input (again, after ``set_aside``) and return its stream."""
+        if self._stream is not None:
+            return self._stream
         if self.path == "-":
             # The unbuffered stream: a buffered one fills its whole buffer
             # (1 MiB here) before returning, which stalls a slow producer's pipe.
@@ -120,6 +123,26 @@ class Source:
         while self._hasher.readinto(bytearray(1 << 16)):
             pass
         return self._hasher.sha256.hexdigest(), self._hasher.size
+
+    def set_aside(self) -> None:
+        """Close a file that was opened to be checked and sniffed, until its turn to be read.
+
+        An ingest of a whole ``~/.claude/projects`` folder names thousands of
+        files: holding each one open with its read buffer cost about 1 MiB of
+        memory per file and ran into the open-files limit (256 on macOS).
+        Standard input cannot be opened twice, so it stays open.
+        """
+        if self.path != "-":
+            self.close()
+            self._stream = None
+            self._hasher = None
+
+    def reopen(self) -> None:
+        """Open a set-aside file for reading; one removed meanwhile breaks off like a truncated input."""
+        try:
+            self.open()
+        except CannotRun as exc:
+            raise SourceReadError(str(exc), hint="the inputs before it are stored; run the same ingest again") from None
 
     def close(self) -> None:
         if self._stream is not None and self.path != "-":

@@ -96,6 +96,7 @@ def open_sources(paths: list[str], input_format: str) -> list[Source]:
             opened.append(source)
             if source.input_format == "auto":
                 source.input_format = readers.detect(source.path, source.head)
+            source.set_aside()
     except BaseException:
         for source in opened:
             source.close()

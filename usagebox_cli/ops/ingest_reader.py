@@ -53,9 +53,11 @@ def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: 
     parsing = Parsing(extra_mode, assume_utc, context, KnownFingerprints(lookup), BATCH_LINES)
     try:
         for index, source in enumerate(sources):
+            source.reopen()
             for items in REGISTRY[source.input_format].batches(source, parsing):
                 yield ("batch", index, source.bytes_read, items)
             sha256, size = source.finish()
+            source.close()
             yield ("end", index, sha256, size)
         yield ("done",)
     finally:
