@@ -32,27 +32,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-from harness import (  # noqa: E402
-    DATA_DIR,
-    MB,
-    BenchError,
-    db_bytes,
-    entry,
-    find_tool,
-    header_lines,
-    load_text,
-    log,
-    machine_facts,
-    positive,
-    rel,
-    remove_db,
-    run_checked,
-    table,
-)
+# ``python benchmarks/<script>.py`` puts this folder first on sys.path, so ``harness`` imports as is.
+from harness import (DATA_DIR, MB, BenchError, arguments, db_bytes, entry, find_tool, header_lines, load_text, log,
+                     machine_facts, positive, rel, remove_db, run_checked, table)
 
 MODELS = ("claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5-20251001")
 TOKEN_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
@@ -223,14 +205,10 @@ def to_json(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark usagebox ingest --input-format claude-code on a generated log folder: "
-                    "first ingest and re-ingest.",
-        epilog="Progress goes to stderr; the table (or --json) to stdout. See benchmarks/README.md.",
-    )
+    parser = arguments("Benchmark usagebox ingest --input-format claude-code on a generated log folder: "
+                       "first ingest and re-ingest.")
     parser.add_argument("--mb", type=positive, metavar="N", default=100, help="size of the log folder in MB (default 100)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
     return parser.parse_args(argv)
 
 

@@ -35,30 +35,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-from harness import (  # noqa: E402
-    DATA_DIR,
-    GENERATOR,
-    MB,
-    SetupError,
-    count_lines,
-    ensure_input,
-    entry,
-    find_tool,
-    header_lines,
-    load_text,
-    log,
-    machine_facts,
-    positive,
-    rel,
-    remove_db,
-    sqlite_utils_insert,
-    table,
-    usagebox_ingest,
-)
+# ``python benchmarks/<script>.py`` puts this folder first on sys.path, so ``harness`` imports as is.
+from harness import (DATA_DIR, GENERATOR, MB, SetupError, arguments, count_lines, ensure_input, entry, find_tool,
+                     generator_flags, header_lines, load_text, log, machine_facts, positive, rel, remove_db,
+                     repeat_flag, sqlite_utils_insert, table, usagebox_ingest)
 
 BIG_EVENTS = 3_000_000
 
@@ -222,21 +202,13 @@ def to_json(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark usagebox ingest: first ingest, re-ingest and sqlite-utils insert --nl "
-                    "on the same generated NDJSON file.",
-        epilog="Progress goes to stderr; the table (or --json) to stdout. See benchmarks/README.md.",
-    )
-    parser.add_argument("--events", type=positive, metavar="N", default=1_000_000,
-                        help="events in the input file (default 1,000,000)")
-    parser.add_argument("--repeat", type=positive, metavar="K", default=1,
-                        help="run each timing K times and report the median (default 1)")
+    parser = arguments("Benchmark usagebox ingest: first ingest, re-ingest and sqlite-utils insert --nl "
+                       "on the same generated NDJSON file.")
+    generator_flags(parser, 1_000_000, "the input file")
+    repeat_flag(parser, 1, "timing")
     parser.add_argument("--big", action="store_true",
                         help=f"also first-ingest a {BIG_EVENTS:,}-event file and report its peak RSS")
     parser.add_argument("--big-events", type=positive, metavar="N", default=BIG_EVENTS, help=f"events in the --big file (default {BIG_EVENTS:,})")
-    parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
-    parser.add_argument("--accounts", type=positive, default=50, help="generator --accounts (default 50)")
-    parser.add_argument("--days", type=positive, default=30, help="generator --days (default 30)")
     parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
     return parser.parse_args(argv)
 

@@ -47,34 +47,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
+# ``python benchmarks/<script>.py`` puts this folder first on sys.path, so ``harness`` imports as is.
 # Shared with the ingest benchmark: input naming and generation, the measuring
 # wrapper, machine facts, table layout and main().  Same names, same files.
-from harness import (  # noqa: E402
-    DATA_DIR,
-    GENERATOR,
-    MB,
-    BenchError,
-    SetupError,
-    ensure_input,
-    entry,
-    find_tool,
-    header_lines,
-    load_average,
-    load_text,
-    log,
-    machine_facts,
-    positive,
-    rel,
-    remove_db,
-    run_checked,
-    sqlite_utils_insert,
-    table,
-    usagebox_ingest,
-)
+from harness import (DATA_DIR, GENERATOR, MB, BenchError, SetupError, arguments, ensure_input, entry, find_tool,
+                     generator_flags, header_lines, load_average, load_text, log, machine_facts, positive, rel,
+                     remove_db, repeat_flag, run_checked, sqlite_utils_insert, table, usagebox_ingest)
 
 ACCOUNT = "acct_000"
 PERIOD = "2026-06"
@@ -571,26 +549,15 @@ def to_json(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark usagebox reads: usage (rollup and raw), sqlite-utils query and the "
-                    "in-process planner, on a standard and a dense generated database.",
-        epilog="Progress goes to stderr; the table (or --json) to stdout. See benchmarks/README.md.",
-    )
-    parser.add_argument("--events", type=positive, metavar="N", default=1_000_000,
-                        help="events in the standard database (default 1,000,000)")
-    parser.add_argument("--dense-events", type=positive, metavar="N", default=300_000,
-                        help="events in the dense database (default 300,000)")
-    parser.add_argument("--repeat", type=positive, metavar="K", default=5,
-                        help="run each command K times and report the median (default 5)")
+    parser = arguments("Benchmark usagebox reads: usage (rollup and raw), sqlite-utils query and the "
+                       "in-process planner, on a standard and a dense generated database.")
+    generator_flags(parser, 1_000_000, "the standard database")
+    generator_flags(parser, 300_000, "the dense database", prefix="dense-", accounts=5, days=7)
+    repeat_flag(parser, 5, "command")
     parser.add_argument("--runs", type=positive, metavar="R", default=100,
                         help="in-process calls per source and database; the median is reported (default 100)")
     parser.add_argument("--rebuild", action="store_true",
                         help="rebuild the databases even if ones with the same parameters exist")
-    parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
-    parser.add_argument("--accounts", type=positive, default=50, help="standard: generator --accounts (default 50)")
-    parser.add_argument("--days", type=positive, default=30, help="standard: generator --days (default 30)")
-    parser.add_argument("--dense-accounts", type=positive, default=5, help="dense: generator --accounts (default 5)")
-    parser.add_argument("--dense-days", type=positive, default=7, help="dense: generator --days (default 7)")
     parser.add_argument("--seed", type=int, default=42, help="generator --seed for both (default 42)")
     return parser.parse_args(argv)
 

@@ -310,6 +310,33 @@ def positive(text: str) -> int:
     return value
 
 
+def arguments(description: str) -> argparse.ArgumentParser:
+    """A benchmark's parser, with what every benchmark takes: ``--json`` and the shared epilog."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog="Progress goes to stderr; the table (or --json) to stdout. See benchmarks/README.md.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
+    return parser
+
+
+def repeat_flag(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    parser.add_argument("--repeat", type=positive, metavar="K", default=default,
+                        help=f"run each {what} K times and report the median (default {default})")
+
+
+def generator_flags(parser: argparse.ArgumentParser, events: int, where: str, prefix: str = "",
+                    accounts: int = 50, days: int = 30) -> None:
+    """``--events`` and the generator's ``--accounts``/``--days`` for one generated input;
+    ``prefix`` (``dense-``) names a second input's flags."""
+    label = f"{prefix.rstrip('-')}: " if prefix else ""
+    parser.add_argument(f"--{prefix}events", type=positive, metavar="N", default=events,
+                        help=f"events in {where} (default {events:,})")
+    parser.add_argument(f"--{prefix}accounts", type=positive, default=accounts,
+                        help=f"{label}generator --accounts (default {accounts})")
+    parser.add_argument(f"--{prefix}days", type=positive, default=days, help=f"{label}generator --days (default {days})")
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # unwind, so the benchmark's finally blocks remove its databases
 

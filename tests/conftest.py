@@ -1,7 +1,8 @@
 """Shared fixtures: a fresh database per test and helpers to drive the real CLI.
 
-``cli`` runs ``python -m usagebox_cli`` in a subprocess, exactly as a user or
-a cron job would, and returns the CompletedProcess (stdout, stderr, returncode).
+``cli_subprocess`` runs ``python -m usagebox_cli`` in a subprocess, exactly as a user or
+a cron job would, and returns the CompletedProcess (stdout, stderr, returncode);
+``cli`` is it, except in a module marked ``cli_inprocess``, where it is the in-process one.
 ``cli_inprocess`` calls ``usagebox_cli.cli.main`` in the test process with
 captured output, for tests that run hundreds of commands (a subprocess
 costs a Python start-up each, about 0.3 s); it returns the same kind of result.
@@ -68,6 +69,30 @@ class Result:
         return f"Result(rc={self.returncode}, stdout={self.stdout[:500]!r}, stderr={self.stderr[:500]!r})"
 
 
+def pytest_addoption(parser, pluginmanager):
+    """Accept pyproject's ``-n auto`` when pytest-xdist is not loaded (``-p no:xdist``): the suite then runs in one process."""
+    if not pluginmanager.has_plugin("xdist"):
+        # xdist declares -n the same way (a lowercase short option is reserved for plugins).
+        parser.getgroup("xdist")._addoption("-n", "--numprocesses", dest="numprocesses", default=None,
+                                            help="workers (pytest-xdist is not loaded: ignored, the tests run in this process)")
+
+
+# The slow tier as a whole module: property tests that run hundreds of commands, and real processes
+# killed, raced, interrupted or kept waiting.  ``-m "not slow"`` leaves them out (the fast tier); a
+# single slow test elsewhere carries ``@pytest.mark.slow`` itself.
+SLOW_MODULES = frozenset({
+    "test_buckets", "test_durability", "test_ingest_properties", "test_integrity_stateful", "test_interrupt",
+    "test_no_internal_error", "test_read_properties", "test_readme", "test_sql_timeout",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = pytest.mark.slow
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def fixed_clock():
     """In-process "now" is ``TEST_NOW`` too (the CLI subprocesses get it from run_cli)."""
@@ -117,13 +142,14 @@ def _command_built_once():
         typer.main.get_command = original
 
 
-def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None = None, env: dict | None = None) -> InProcessResult:
+def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None = None, env: dict | None = None,
+                      cwd: Path | None = None) -> InProcessResult:
     """``run_cli`` without the subprocess: ``cli.main(argv)`` with stdin, stdout, stderr and the environment swapped.
 
     ``main`` returns on success and calls ``sys.exit(code)`` otherwise, so the
     exit code is read from ``SystemExit``.  The environment is the one the
     subprocess fixture gives (``NO_COLOR``, ``COLUMNS``, no ``USAGEBOX_DB``),
-    restored afterwards.
+    restored afterwards, and so is the working directory (``cwd``).
     """
     from usagebox_cli.cli import main
 
@@ -140,6 +166,9 @@ def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None
         else:
             os.environ[name] = value
     sys.stdin = stdin
+    saved_cwd = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
     code: object = 0
     try:
         with _command_built_once(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -148,6 +177,7 @@ def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None
             except SystemExit as exc:
                 code = exc.code
     finally:
+        os.chdir(saved_cwd)
         sys.stdin = saved_stdin
         for name, value in saved.items():
             if value is None:
@@ -168,8 +198,8 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(db: Path):
-    """Run the CLI against the test's database: ``cli("ingest", path, "--json")``."""
+def cli_subprocess(db: Path):
+    """Run the CLI as a real process against the test's database: ``cli_subprocess("ingest", path, "--json")``."""
 
     def invoke(*args, input=None, env=None, cwd=None, timeout=120) -> Result:
         return Result(run_cli(args, db=db, input=input, env=env, cwd=cwd, timeout=timeout))
@@ -178,11 +208,20 @@ def cli(db: Path):
 
 
 @pytest.fixture
+def cli(request, db: Path):
+    """The CLI as a test runs it: a real process (``cli_subprocess``), or, in a module or test marked
+    ``cli_inprocess``, the in-process one; a marked module asks for ``cli_subprocess`` where a test needs a process."""
+    if request.node.get_closest_marker("cli_inprocess") is not None:
+        return request.getfixturevalue("cli_inprocess")
+    return request.getfixturevalue("cli_subprocess")
+
+
+@pytest.fixture
 def cli_inprocess(db: Path):
     """Like ``cli`` but in the test process (milliseconds a command): ``cli_inprocess("usage", "acct_42", "--json")``."""
 
-    def invoke(*args, input=None, env=None) -> InProcessResult:
-        return run_cli_inprocess(args, db=db, input=input, env=env)
+    def invoke(*args, input=None, env=None, cwd=None) -> InProcessResult:
+        return run_cli_inprocess(args, db=db, input=input, env=env, cwd=cwd)
 
     return invoke
 

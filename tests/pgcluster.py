@@ -61,7 +61,8 @@ class Cluster:
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found: install Debian's postgresql package or set USAGEBOX_PG_BIN")
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="ubpg"))
+        # One server per test process: each pytest-xdist worker starts its own, in its own folder.
+        self.root = Path(tempfile.mkdtemp(prefix=f"ubpg-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"))
         self.data = self.root / "data"
         self.port = free_port() if tcp else 5432
         self.tcp = tcp
@@ -84,9 +85,17 @@ class Cluster:
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
         listen = "127.0.0.1" if self.tcp else ""
-        options = (f"-k {self.root} -p {self.port} -c listen_addresses='{listen}'"
-                   " -c fsync=off -c full_page_writes=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
+        for attempt in range(3):
+            options = (f"-k {self.root} -p {self.port} -c listen_addresses='{listen}'"
+                       " -c fsync=off -c full_page_writes=off -c max_connections=200")
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
+                return self
+            except RuntimeError:
+                # Another worker's server took the free port between free_port() and the start: try another.
+                if not self.tcp or attempt == 2:
+                    raise
+                self.port = free_port()
         return self
 
     def stop(self) -> None:

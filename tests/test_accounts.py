@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import event, write_ndjson
+
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
 
 EVENTS = [
     event(1, account_id="acct_42", quantity=5, timestamp="2026-05-01T10:00:00Z"),

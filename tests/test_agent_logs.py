@@ -7,9 +7,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.conftest import ROOT
+
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
 
 LOGS = ROOT / "examples" / "agent-logs"
 CLAUDE = LOGS / "claude"
@@ -242,6 +246,7 @@ def test_segments_record_each_log_file(cli):
 SCRATCH = Path(tempfile.gettempdir())
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(st.integers(0, 100), min_size=1, max_size=6))
 def test_any_sequence_of_prefixes_of_a_growing_log_ends_at_the_full_logs_totals(parse_inline, cuts):

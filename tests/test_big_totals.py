@@ -14,6 +14,9 @@ import pytest
 
 from conftest import run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 TOTAL = 26_999_999_999_973  # 27 × 999,999,999,999
 
 

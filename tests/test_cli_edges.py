@@ -16,6 +16,9 @@ import pytest
 
 from conftest import ROOT, event, run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 
 def test_bare_usagebox_prints_the_help_as_click_does_not_an_error_line():
     result = run_cli([])
@@ -93,11 +96,30 @@ def _slow_ingest(db, lines: int):
     return process
 
 
+def _wait_for_the_reader(process, timeout: float = 60) -> None:
+    """Until the ingest has forked its reader, which then waits on stdin: by then the command's
+    Ctrl-C handling is in place (a fixed sleep was too short on a loaded machine: SIGINT killed
+    the interpreter before it started)."""
+    children = f"/proc/{process.pid}/task/{process.pid}/children"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(children) as listed:
+                if listed.read().split():
+                    return
+        except OSError:  # not Linux: no way to look, so give it time
+            time.sleep(2)
+            return
+        time.sleep(0.05)
+    raise AssertionError("the ingest never forked its reader")
+
+
 def _count(db) -> int:
     result = run_cli(["sql", "SELECT count(*) AS n FROM usage_events", "--format", "csv"], db=db)
     return int(result.stdout.decode().split()[-1]) if result.returncode == 0 else 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_an_ingest_says_what_was_committed(db):
     process = _slow_ingest(db, 5000)
     deadline = time.monotonic() + 60
@@ -112,9 +134,10 @@ def test_ctrl_c_during_an_ingest_says_what_was_committed(db):
                                "0 rejected (the rest was not stored; running the same command again is safe)\n")
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_the_first_commit_says_nothing_was_committed(db):
     process = _slow_ingest(db, 3)
-    time.sleep(2)  # the reader has started and waits on stdin
+    _wait_for_the_reader(process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130

@@ -14,7 +14,10 @@ import json
 
 import pytest
 
-from conftest import Result, run_cli, write_ndjson
+from conftest import Result, run_cli_inprocess, write_ndjson
+
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
 
 SOURCE_LINES = [
     # Quantities written verbatim: exact decimal text, never a float.
@@ -47,7 +50,7 @@ class Db:
         self.path = path
 
     def __call__(self, *args, input=None) -> Result:
-        return Result(run_cli(args, db=self.path, input=input))
+        return run_cli_inprocess(args, db=self.path, input=input)
 
 
 def ingest_ok(db: Db, path, count: int, *flags) -> dict:

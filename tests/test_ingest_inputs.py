@@ -19,6 +19,9 @@ import pytest
 
 from conftest import Result, event, run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 CSV_HEADER = "event_id,account_id,meter_id,model_id,unit,quantity,timestamp,kind,correction_ref,dimensions.region,dimensions.team"
 
 

@@ -22,6 +22,9 @@ import pytest
 
 from conftest import Result, event, run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 ANY = object()  # the event_id of the error is not asserted
 DROP = object()  # remove the field from the event
 

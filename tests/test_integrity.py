@@ -25,7 +25,7 @@ from usagebox_cli.engines.sqlite.connection import connect
 from usagebox_cli.ops.planner import UsageQuery, usage
 from usagebox_cli.timewindow import resolve
 
-pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]  # see conftest.parse_inline
 
 OPUS = "claude-opus-4-8"
 SONNET = "claude-sonnet-4-5"

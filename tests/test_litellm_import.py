@@ -23,6 +23,9 @@ from usagebox_cli.ops.litellm_import import per_million
 from usagebox_cli.ops.pricing import load_price_book
 from usagebox_cli.quantity import exact_text
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 TABLE = ROOT / "examples" / "litellm_prices.json"
 
 

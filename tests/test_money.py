@@ -22,6 +22,9 @@ import pytest
 
 from conftest import ROOT, run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 EX = ROOT / "examples"
 EVENTS = [EX / "events.ndjson", EX / "events.csv", EX / "corrections.ndjson"]
 PRICES = EX / "prices.toml"

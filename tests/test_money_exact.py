@@ -33,6 +33,9 @@ from usagebox_cli.engines.sqlite.connection import connect
 from usagebox_cli.ops.planner import UsageQuery
 from usagebox_cli.timewindow import resolve
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 
 def exact_json(result):
     return json.loads(result.stdout, parse_float=Decimal)

@@ -121,6 +121,7 @@ def _hammer(db: str, worker: int, batches: int, out) -> None:
     out.put(("done", inserted, refused))
 
 
+@pytest.mark.slow
 def test_a_close_racing_concurrent_ingests_freezes_exactly_the_events_before_its_watermark(db):
     context = multiprocessing.get_context("spawn")
     out = context.Queue()

@@ -31,7 +31,7 @@ from usagebox_cli.engines.sqlite.connection import connect
 from usagebox_cli.ops.planner import Series, UsageQuery
 from usagebox_cli.timewindow import resolve
 
-pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]  # see conftest.parse_inline
 
 
 def book_file(tmp_path: Path, text: str, name: str = "prices.toml") -> str:
@@ -574,6 +574,7 @@ def write_events(path: str, events) -> None:
             out.write(json.dumps(record).replace('"__Q__"', format(ev["quantity"], "f")) + "\n")
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(events=price_events(), rules=price_rules(),
        group_by=st.lists(st.sampled_from(GROUP_KEYS), unique=True, max_size=2),

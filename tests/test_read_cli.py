@@ -1,6 +1,6 @@
 """`usagebox usage` and `usagebox query` as a user and a script see them (SPEC §4).
 
-Every test drives the real CLI in a subprocess: the JSON document shape, exact
+Every test drives the real CLI (in the test process, ``conftest.cli_inprocess``): the JSON document shape, exact
 numbers in the raw output text, table/csv/ndjson rendering, group-by cross
 tabs, filters, the null group of a missing dimension, window flags and their
 conflicts, and the JSON query API from a file, stdin and --json-text.
@@ -15,7 +15,10 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import TEST_NOW_DATETIME, Result, run_cli, write_ndjson
+from conftest import TEST_NOW_DATETIME, Result, run_cli_inprocess, write_ndjson
+
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
 
 ALL_OF_JUNE = ("--period", "2026-06")
 
@@ -83,7 +86,7 @@ def june(tmp_path_factory):
     database = folder / "usage.db"
 
     def invoke(*args, input=None) -> Result:
-        return Result(run_cli(args, db=database, input=input))
+        return run_cli_inprocess(args, db=database, input=input)
 
     result = invoke("ingest", write_ndjson(folder / "events.ndjson", JUNE_EVENTS), "--json")
     assert result.returncode == 0 and result.json()["accepted"] == len(JUNE_EVENTS), result

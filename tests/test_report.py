@@ -9,6 +9,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.conftest import ROOT
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 LOGS = ROOT / "examples" / "agent-logs"
 WHO = ("--account", "me", "--host", "laptop")
 NOVEMBER = ("--from", "2026-11-01", "--to", "2026-12-01")

@@ -15,6 +15,9 @@ import pytest
 
 from conftest import event, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 
 def test_usagebox_now_moves_the_future_timestamp_check(cli, tmp_path):
     path = write_ndjson(tmp_path / "e.ndjson", [event(1, timestamp="2026-06-16T10:04:59Z"), event(2, timestamp="2026-06-16T10:05:01Z")])

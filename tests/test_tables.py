@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from conftest import ROOT, event, write_ndjson
+
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
 
 EXAMPLES = ROOT / "examples"
 

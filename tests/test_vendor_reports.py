@@ -17,6 +17,9 @@ from usagebox_cli.errors import CannotRun
 from usagebox_cli.readers.vendor_reports import read_invoice
 from usagebox_cli.timewindow import Window
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR = ROOT / "examples" / "vendor"
 LOGS = ROOT / "examples" / "agent-logs"

@@ -12,6 +12,9 @@ import pytest
 
 from conftest import event, run_cli, write_ndjson
 
+# Commands run in the test process (conftest.cli); cli_subprocess where a test needs a real one.
+pytestmark = [pytest.mark.cli_inprocess, pytest.mark.usefixtures("parse_inline")]
+
 HINT = " (its totals cannot be trusted; restore it from a backup, or re-ingest the source files into a new database)\n"
 PAGE = 4096
 

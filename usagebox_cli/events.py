@@ -127,7 +127,7 @@ class ParsedLine(NamedTuple):
     """One structurally valid line.
 
     ``extra`` names unknown fields held back for the policy check;
-    ``fingerprint`` identifies the exact line text (see ``ops.ingest_reader``).
+    ``fingerprint`` identifies the exact line text (see ``readers.ndjson.classify``).
     """
 
     event: Event

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional
 
-from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.base import Engine, FingerprintLookup
 from usagebox_cli.errors import CannotRun
 
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
@@ -66,15 +66,15 @@ def database_errors() -> tuple[type[BaseException], ...]:
     return errors
 
 
-def fingerprint_lookup(location: Optional[str]):
+def fingerprint_lookup(location: Optional[str]) -> FingerprintLookup:
     """The reading process's lookup of stored line fingerprints (``location`` from ``Engine.location``)."""
     if location is not None and is_postgres(location):
         try:
-            from usagebox_cli.engines.postgres.engine import FingerprintLookup  # type: ignore[import-not-found]
+            from usagebox_cli.engines.postgres.engine import FingerprintLookup as PostgresLookup  # type: ignore[import-not-found]
         except ImportError:
-            FingerprintLookup = None  # noqa: N806
-        if FingerprintLookup is not None:
-            return FingerprintLookup(location)
+            PostgresLookup = None  # noqa: N806
+        if PostgresLookup is not None:
+            return PostgresLookup(location)
         location = None
     from usagebox_cli.engines.sqlite.engine import FingerprintLookup as SQLiteLookup
 

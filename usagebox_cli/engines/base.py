@@ -271,3 +271,47 @@ class Engine(ABC):
     @abstractmethod
     def run_sql(self, sql: str, params: dict[str, Any], timeout: float):
         """A read-only query over the documented views: ``SqlResult(columns, rows iterator)``."""
+
+
+class FingerprintLookup(ABC):
+    """The parsing process's own look-up of stored line fingerprints (the re-ingest fast path).
+
+    It runs in the reading process, beside the writer's ``Engine``, so it opens
+    its own read connection (``engines.fingerprint_lookup``).  An optimisation
+    only: any failure to open or to read (whatever the driver raises) answers
+    "nothing stored", and the writer decides every line anyway.  An engine
+    says how to connect and how to ask; the rest is here.
+    """
+
+    def __init__(self, location: Optional[str]):
+        self.conn: Any = None
+        if location:
+            try:
+                self.conn = self.connect(location)
+            except Exception:
+                self.conn = None
+
+    @abstractmethod
+    def connect(self, location: str) -> Any:
+        """A read connection to the ledger at ``location``."""
+
+    @abstractmethod
+    def query(self, event_ids: list[str]) -> dict[str, int]:
+        """``{event_id: fingerprint}`` for those of ``event_ids`` stored with one (non-empty ``event_ids``)."""
+
+    @property
+    def available(self) -> bool:
+        """Whether it could open the ledger (a batch does not ask one that could not)."""
+        return self.conn is not None
+
+    def stored(self, event_ids: list[str]) -> dict[str, int]:
+        if not event_ids or self.conn is None:
+            return {}
+        try:
+            return self.query(event_ids)
+        except Exception:
+            return {}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()

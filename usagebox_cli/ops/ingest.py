@@ -1,6 +1,6 @@
 """``usagebox ingest``: sources in, one outcome per event, a summary after commit.
 
-``ops.ingest_reader`` parses the sources (in a child process where it can)
+``ops.ingest_reader`` has the sources parsed by their readers (in a child process where it can)
 and hands over batches of classified lines; this module writes them.  The
 pipe between the two holds a batch or two, so memory stays flat whatever the
 input size.

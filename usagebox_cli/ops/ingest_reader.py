@@ -1,5 +1,10 @@
 """The read side of ingest: sources in, batches of classified lines out.
 
+This module only orchestrates: each source goes to its format's reader in
+``readers.REGISTRY`` (the parsing itself lives there), the reader's batches
+go to the writer, in a child process where the OS can fork and over a pipe
+in a compact wire format (``_to_wire``).
+
 Parsing and validating a line costs about as much Python time as SQLite
 spends storing it, so the two run in separate processes where the OS can
 fork: a child reads and parses the sources and streams batches of plain
@@ -17,228 +22,23 @@ the same generator runs inline, in the parent, one batch at a time.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
-import re
 import signal
 import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun, UsageboxError
-from usagebox_cli.events import Event, EventInvalid, ParsedLine, normalize, unstorable_text
+from usagebox_cli.events import Event, ParsedLine
 from usagebox_cli.engines import fingerprint_lookup
-from usagebox_cli.readers import READERS
-from usagebox_cli.readers.csv import CsvRows
-from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, Source, SourceReadError, iter_lines
-from usagebox_cli.ops.ingest_rules import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
+from usagebox_cli.readers import REGISTRY
+from usagebox_cli.readers.base import GrowingUsage, Item, KnownDuplicate, KnownFingerprints, Parsing, Rejection, Skipped
+from usagebox_cli.sources import Source
 
 BATCH_LINES = 5_000
 # Set to False to parse in the calling process (tests use it to cover both paths).
 PARSE_IN_CHILD = hasattr(os, "fork")
-
-
-# A line that fails to decode and looks like a piece of a JSON array or of
-# pretty-printed JSON gets this said, so the fix is plain.
-_NOT_NDJSON = ("; NDJSON is one JSON object per line, not a JSON array or pretty-printed JSON"
-               " (jq -c '.[]' turns an array into NDJSON)")
-_FRAGMENT_LINES = frozenset(("[", "]", "{", "}", "},", "],", "]}", "[{"))
-
-
-def _looks_like_a_fragment(text: str, error: json.JSONDecodeError) -> bool:
-    stripped = text.strip()
-    return error.msg == "Extra data" or stripped in _FRAGMENT_LINES or stripped.startswith("[")
-
-
-def parse_record(record, extra_mode: str, assume_utc: bool) -> ParsedLine | Rejection:
-    try:
-        return normalize(record, extra_mode, assume_utc)
-    except EventInvalid as exc:
-        event_id = record.get("event_id") if type(record) is dict else None
-        return Rejection(str(exc), event_id if type(event_id) is str else None)
-
-
-_BAD_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
-
-
-def parse_ndjson_line(raw: bytes, extra_mode: str, assume_utc: bool, fingerprint: int | None = None) -> ParsedLine | Rejection:
-    """One NDJSON line to a parsed event or a rejection with a reason a person can act on."""
-    try:
-        text = raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        return Rejection(f"invalid UTF-8 at byte {exc.start + 1}", raw=raw.decode("utf-8", "replace").rstrip("\r\n"))
-    try:
-        record = strictjson.loads(text)
-    except json.JSONDecodeError as exc:
-        hint = _NOT_NDJSON if _looks_like_a_fragment(text, exc) else ""
-        return Rejection(f"invalid JSON: {exc.msg} at character {exc.pos + 1}{hint}", raw=text)
-    except strictjson.DuplicateKey as exc:
-        return Rejection(f"invalid JSON: {exc}; a billing record must give each field once", raw=text)
-    except RecursionError:
-        return Rejection("invalid JSON: nested too deeply", raw=text[:200])
-    except ValueError as exc:
-        if "Exceeds the limit" in str(exc):
-            return Rejection("invalid JSON: a number has more than 4300 digits (a quantity must be below 10^12)", raw=text)
-        return Rejection(f"invalid JSON: {exc}", raw=text)
-    # Escapes can smuggle in text SQLite and UTF-8 cannot hold: a NUL (SQLite's
-    # JSON functions cut text there) or half of a surrogate pair.  Only lines
-    # that contain such an escape pay for the check.
-    if "\\u" in text and _BAD_ESCAPE.search(text):
-        problem = unstorable_text(record)
-        if problem:
-            event_id = record.get("event_id") if type(record) is dict else None
-            return Rejection(problem, event_id if type(event_id) is str and event_id.isprintable() else None, raw=text)
-    if type(record) is list:
-        return Rejection(f"a line must be a JSON object, got array{_NOT_NDJSON}", raw=text)
-    parsed = parse_record(record, extra_mode, assume_utc)
-    if type(parsed) is Rejection:
-        return parsed._replace(raw=text)
-    return parsed._replace(fingerprint=fingerprint, raw=text)
-
-
-class _Fingerprints:
-    """The re-ingest fast path: recognise already-stored lines without parsing them.
-
-    Every NDJSON event stores a 64-bit blake2b fingerprint of its line (bytes
-    without the line break) and of the flags that change how a line reads
-    (``--extra``, ``--assume-utc``).  Equal bytes read with equal flags give
-    an equal canonical payload, so a line whose fingerprint equals the one
-    stored for its event_id is a duplicate, whatever the rest of the
-    pipeline would say.  The event_id is found with a pattern; a wrong guess
-    only means a mismatch, which takes the full path, so the fast path can
-    never turn a new event or a conflict into a duplicate (short of a 2^-64
-    hash collision on the same event_id).
-
-    Lookups use their own read connection in the reading process.  When a
-    batch finds nothing, later batches probe only now and then, so a first
-    ingest pays for hashing but hardly for lookups.
-    """
-
-    EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]{1,200})"')
-    PROBE_EVERY = 8
-
-    def __init__(self, db_path: str | None, extra_mode: str, assume_utc: bool):
-        self.prefix = f"{extra_mode}|{int(assume_utc)}|".encode()
-        self.lookup = fingerprint_lookup(db_path)
-        self.misses = 0
-
-    def close(self) -> None:
-        self.lookup.close()
-
-    def classify(self, lines: list[tuple[int, bytes]], extra_mode: str, assume_utc: bool) -> list[Item]:
-        prefix = self.prefix
-        digest = hashlib.blake2b
-        fingerprints = [
-            int.from_bytes(digest(prefix + raw.rstrip(b"\r\n"), digest_size=8).digest(), "big", signed=True)
-            for _, raw in lines
-        ]
-        stored: dict = {}
-        ids: list = [None] * len(lines)
-        if self.lookup.available and (self.misses == 0 or self.misses % self.PROBE_EVERY == 0):
-            search = self.EVENT_ID.search
-            for position, (_, raw) in enumerate(lines):
-                found = search(raw)
-                if found is not None:
-                    ids[position] = found.group(1).decode("utf-8", "replace")
-            stored = self.lookup.stored([i for i in ids if i is not None])
-        self.misses = 0 if stored else self.misses + 1
-        items: list[Item] = []
-        for (line, raw), fingerprint, event_id in zip(lines, fingerprints, ids):
-            if event_id is not None and stored.get(event_id) == fingerprint:
-                items.append((line, KnownDuplicate(event_id)))
-            else:
-                items.append((line, parse_ndjson_line(raw, extra_mode, assume_utc, fingerprint)))
-        return items
-
-
-def _in_batches(items: Iterator[Item]) -> Iterator[list[Item]]:
-    """Items in batches of ``BATCH_LINES``; when the source breaks off, the items read before the
-    break are yielded, then the error is raised."""
-    batch: list[Item] = []
-    try:
-        for item in items:
-            batch.append(item)
-            if len(batch) >= BATCH_LINES:
-                yield batch
-                batch = []
-    except SourceReadError:
-        if batch:
-            yield batch
-        raise
-    if batch:
-        yield batch
-
-
-def _agent_items(source: Source, context) -> Iterator[Item]:
-    """An agent log's records (``usagebox_cli.readers``), validated like NDJSON lines."""
-    reader = READERS[source.input_format]
-    skipped = Skipped()
-    for line, record in reader.read(source.label, iter_lines(source), context):
-        if record is None:
-            yield line, skipped
-        elif isinstance(record, str):
-            yield line, Rejection(str(record))
-        else:
-            parsed = parse_record(record, "reject", False)
-            raw = json.dumps(record, ensure_ascii=False)
-            if type(parsed) is Rejection:
-                yield line, parsed._replace(raw=raw)
-            elif reader.growing:
-                yield line, GrowingUsage(parsed.event, raw)
-            else:
-                yield line, parsed._replace(raw=raw)
-
-
-def _csv_items(source: Source, extra_mode: str, assume_utc: bool) -> Iterator[Item]:
-    for line, row in CsvRows(source):
-        if type(row) is str:
-            yield line, Rejection(row)
-        else:
-            parsed = parse_record(row, extra_mode, assume_utc)
-            yield line, parsed._replace(raw=json.dumps(row, ensure_ascii=False, default=str))
-
-
-def _source_items(source: Source, extra_mode: str, assume_utc: bool, fingerprints: _Fingerprints, context=None) -> Iterator[list[Item]]:
-    """The lines of one source, classified, in batches of about ``BATCH_LINES``, in line order.
-
-    When the source breaks off (a truncated gzip, an I/O error), the lines
-    read before the break are still yielded, then the error is raised.
-    """
-    if source.input_format in READERS:
-        yield from _in_batches(_agent_items(source, context))
-        return
-    if source.input_format == "csv":
-        yield from _in_batches(_csv_items(source, extra_mode, assume_utc))
-        return
-    batch: list[Item] = []
-    too_long = Rejection(f"line is longer than {MAX_LINE_BYTES} bytes")
-    pending: list[tuple[int, bytes]] = []
-    try:
-        for line, raw in iter_lines(source):
-            if raw is TOO_LONG:
-                batch.append((line, too_long))
-            else:
-                pending.append((line, raw))  # type: ignore[arg-type]
-            if len(pending) + len(batch) >= BATCH_LINES:
-                yield _merge(fingerprints.classify(pending, extra_mode, assume_utc), batch)
-                pending, batch = [], []
-    except SourceReadError:
-        if pending or batch:
-            yield _merge(fingerprints.classify(pending, extra_mode, assume_utc), batch)
-        raise
-    if pending or batch:
-        yield _merge(fingerprints.classify(pending, extra_mode, assume_utc), batch)
-
-
-def _merge(items: list[Item], set_aside: list[Item]) -> list[Item]:
-    """Put the over-long lines that were set aside back in line order."""
-    if set_aside:
-        items.extend(set_aside)
-        items.sort(key=lambda item: item[0])
-    return items
 
 
 def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: Optional[str], context=None) -> Iterator[tuple]:
@@ -247,19 +47,21 @@ def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: 
     ``("batch", index, bytes_read, items)`` for each batch of a source,
     ``("end", index, sha256, size)`` when a source is read to its end,
     ``("done",)`` at the end; an exception raised while reading propagates.
+    Each source is read by its format's reader (``readers.REGISTRY``).
     """
-    fingerprints = _Fingerprints(db_path, extra_mode, assume_utc)
+    lookup = fingerprint_lookup(db_path)
+    parsing = Parsing(extra_mode, assume_utc, context, KnownFingerprints(lookup), BATCH_LINES)
     try:
         for index, source in enumerate(sources):
             source.reopen()
-            for items in _source_items(source, extra_mode, assume_utc, fingerprints, context):
+            for items in REGISTRY[source.input_format].batches(source, parsing):
                 yield ("batch", index, source.bytes_read, items)
             sha256, size = source.finish()
             source.close()
             yield ("end", index, sha256, size)
         yield ("done",)
     finally:
-        fingerprints.close()
+        lookup.close()
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional, Union
+from typing import Optional
 
 from usagebox_cli import exactjson
 from usagebox_cli.events import (
@@ -36,6 +36,7 @@ from usagebox_cli.events import (
     event_document,
 )
 from usagebox_cli.quantity import from_scaled
+from usagebox_cli.readers.base import GrowingUsage, Item, KnownDuplicate, Rejection, Skipped
 from usagebox_cli.timefmt import format_ts
 
 FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
@@ -45,38 +46,6 @@ ROLLUP_OVERFLOW = (
 )
 # A growth Correction's event_id: the stored event_id, GROWN, and the total it brings the response to.
 GROWN = "~grown~"
-
-
-class KnownDuplicate(NamedTuple):
-    """A line recognised by its fingerprint as an event already stored: no parsing needed."""
-
-    event_id: str
-
-
-class Rejection(NamedTuple):
-    """A line that failed before it became an event."""
-
-    reason: str
-    event_id: Optional[str] = None
-    raw: Optional[str] = None
-
-
-class Skipped(NamedTuple):
-    """A log line that carries no usage (an agent's prompt, tool result, summary)."""
-
-
-class GrowingUsage(NamedTuple):
-    """A Usage event for one agent response whose log may have been read while it streamed.
-
-    Stored again with a larger quantity, it becomes a Correction for the
-    difference instead of a conflict; see ``_growth``.
-    """
-
-    event: Event
-    raw: Optional[str] = None
-
-
-Item = tuple[int, Union[ParsedLine, Rejection, KnownDuplicate, Skipped, GrowingUsage]]
 
 
 @dataclass

@@ -9,10 +9,11 @@ carries no usage.  Records are plain event dicts, validated afterwards by the
 same code as every NDJSON line, so an agent event obeys every event rule.
 
 Every input format is a module here with a ``FORMAT`` (``readers.base.Format``):
-NDJSON and CSV, and the agent logs.  The ingest's list of formats, ``auto``'s
-detection, the "unknown format" message and the ``--input-format`` help are
-all derived from ``REGISTRY``: a new format is a new module and one line in
-``_registry``.
+NDJSON and CSV, and the agent logs.  A format owns its parsing (``Format.batches``,
+a source to batches of classified lines).  The ingest's list of formats, ``auto``'s
+detection, the reader each source is parsed with, the "unknown format" message and
+the ``--input-format`` help are all derived from ``REGISTRY``: a new format is a
+new module and one line in ``_registry``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import os
 from typing import Iterable, Iterator
 
 from usagebox_cli.events import parse_instant
-from usagebox_cli.readers.base import Context, Format, Reader, Record, decode, is_bad, whole
+from usagebox_cli.readers.base import Context, Reader, Record, agent_format, decode, is_bad, whole
 
 METER = "claude_code"
 SYNTHETIC = "<synthetic>"
@@ -174,4 +174,4 @@ def _events(entry: dict, project: str, context: Context) -> Iterator[Record]:
 
 
 READER = Reader("claude-code", "Claude Code", default_roots, read, growing=True)
-FORMAT = Format(READER.name, f"{READER.agent} logs", agent=READER)
+FORMAT = agent_format(READER)

@@ -35,7 +35,7 @@ import os
 from typing import Iterable, Iterator
 
 from usagebox_cli.events import US_PER_HOUR, parse_instant
-from usagebox_cli.readers.base import Context, Format, Reader, Record, decode, is_bad, whole
+from usagebox_cli.readers.base import Context, Reader, Record, agent_format, decode, is_bad, whole
 
 METER = "codex"
 FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
@@ -164,4 +164,4 @@ def _events(line, session, mark, delta, model, timestamp, project, context: Cont
 
 
 READER = Reader("codex", "Codex", default_roots, read)
-FORMAT = Format(READER.name, f"{READER.agent} logs", agent=READER)
+FORMAT = agent_format(READER)

@@ -9,10 +9,25 @@ from typing import Iterator, Union
 from usagebox_cli import strictjson
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.events import NUL_TEXT, unstorable_text
-from usagebox_cli.readers.base import Format
+from usagebox_cli.readers.base import Format, Item, Parsing, Rejection, in_batches, parse_record
 from usagebox_cli.sources import MAX_LINE_BYTES, TOO_LONG, Source, _physical_lines
 
-FORMAT = Format("csv", "CSV with a header row", by_name=lambda name: name.endswith((".csv", ".tsv")),
+
+def batches(source: Source, parsing: Parsing) -> Iterator[list[Item]]:
+    """The rows of one source as parsed events or rejections, in batches."""
+    return in_batches(_items(source, parsing.extra_mode, parsing.assume_utc), parsing.batch_lines)
+
+
+def _items(source: Source, extra_mode: str, assume_utc: bool) -> Iterator[Item]:
+    for line, row in CsvRows(source):
+        if type(row) is str:
+            yield line, Rejection(row)
+        else:
+            parsed = parse_record(row, extra_mode, assume_utc)
+            yield line, parsed._replace(raw=json.dumps(row, ensure_ascii=False, default=str))
+
+
+FORMAT = Format("csv", "CSV with a header row", batches, by_name=lambda name: name.endswith((".csv", ".tsv")),
                 by_head=lambda head: True)
 
 

@@ -24,24 +24,17 @@ from decimal import Decimal
 from typing import Any, Iterable, Iterator, Optional
 
 from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
 from usagebox_cli.engines.postgres import connection, migrations, writer
+from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, POSTGRES, SERIES_COLUMNS, event_rows_sql, grains
 from usagebox_cli.engines.postgres.periods import PERIOD_LOCK, guard_batch
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.events import Event
 from usagebox_cli.fields import CORRECTION, RETRACTION
-from usagebox_cli.timefmt import DAY_US, HOUR_US, format_ts
+from usagebox_cli.timefmt import HOUR_US, format_ts
 
-_EVENT_COLUMNS = (
-    "e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,"
-    " e.quantity, e.ts_us, e.kind, e.correction_ref, s.dimensions"
-)
-_EVENT_SQL = (
-    "SELECT e.seq, e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
-    " e.kind, e.correction_ref, s.dimensions, g.path, g.sha256, e.line, e.ingested_us"
-    " FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id"
-    " JOIN usagebox.segments g ON g.segment_id = e.segment_id"
-)
-_SERIES_COLUMNS = "series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions"
+_EVENT_SQL = event_rows_sql(POSTGRES)
+_HOURLY, _DAILY = grains(POSTGRES)
 _LINE_ORDER = 'meter_id COLLATE "C", model_id COLLATE "C" NULLS FIRST, unit COLLATE "C" NULLS FIRST'
 
 
@@ -56,34 +49,6 @@ def _plain(row):
 class SqlResult:
     columns: list[str]
     rows: Iterator[tuple]
-
-
-class _Grain:
-    """One rollup tier: its table, the series column that keys it, and its time unit."""
-
-    def __init__(self, table: str, key: str, unit: str, unit_us: int):
-        self.table, self.key, self.unit, self.unit_us = table, key, unit, unit_us
-
-    def span(self, start_us: int, end_us: int) -> dict:
-        first, last = start_us // self.unit_us, -(-end_us // self.unit_us)
-        return {"u0": first, "u1": last, "t0": first * self.unit_us, "t1": last * self.unit_us}
-
-    def raw_sql(self, account: Optional[str]) -> str:
-        return f"""
-            SELECT s.{self.key} AS {self.key}, e.ts_us / {self.unit_us} AS {self.unit}, sum(e.quantity) AS quantity,
-                   count(*) AS event_count, min(e.quantity) AS min_quantity, max(e.quantity) AS max_quantity
-            FROM usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id
-            WHERE e.ts_us >= %(t0)s AND e.ts_us < %(t1)s {'' if account is None else 'AND s.account_id = %(account)s'}
-            GROUP BY s.{self.key}, e.ts_us / {self.unit_us}"""
-
-    def rollup_filter(self, account: Optional[str]) -> str:
-        owned = ("" if account is None else
-                 f" AND {self.key} IN (SELECT series_id FROM usagebox.series WHERE account_id = %(account)s)")
-        return f"{self.unit} >= %(u0)s AND {self.unit} < %(u1)s" + owned
-
-
-_HOURLY = _Grain("usagebox.rollup_hourly", "series_id", "hour", HOUR_US)
-_DAILY = _Grain("usagebox.rollup_daily", "base_id", "day", DAY_US)
 
 
 class PostgresEngine(Engine):
@@ -181,7 +146,7 @@ class PostgresEngine(Engine):
         ids = list(event_ids)
         if not ids:
             return {}
-        rows = self._all(f"SELECT {_EVENT_COLUMNS} FROM usagebox.events e"
+        rows = self._all(f"SELECT {EVENT_COLUMNS} FROM usagebox.events e"
                          " JOIN usagebox.series s ON s.series_id = e.series_id WHERE e.event_id = ANY(%s)", (ids,))
         return {row[0]: Event(*row) for row in rows}
 
@@ -253,7 +218,7 @@ class PostgresEngine(Engine):
     # -- reading -----------------------------------------------------------------------------------
 
     def series(self, accounts: Optional[list[str]], base_only: bool = False) -> list[tuple]:
-        sql = f"SELECT {_SERIES_COLUMNS} FROM usagebox.series"
+        sql = f"SELECT {SERIES_COLUMNS} FROM usagebox.series"
         conditions, params = [], []
         if base_only:
             conditions.append("base_id = series_id")
@@ -265,7 +230,7 @@ class PostgresEngine(Engine):
         return self._all(sql + " ORDER BY series_id", params)
 
     def series_by_id(self, series_ids: list[int]) -> list[tuple]:
-        return self._all(f"SELECT {_SERIES_COLUMNS} FROM usagebox.series WHERE series_id = ANY(%s) ORDER BY series_id",
+        return self._all(f"SELECT {SERIES_COLUMNS} FROM usagebox.series WHERE series_id = ANY(%s) ORDER BY series_id",
                          (sorted(series_ids),))
 
     def dimension_keys(self, account: Optional[str] = None) -> list[str]:
@@ -521,33 +486,13 @@ class PostgresEngine(Engine):
 
     def drifting_cells(self, account: Optional[str], start_us: int, end_us: int, daily: bool) -> list[tuple]:
         grain = _DAILY if daily else _HOURLY
-        k, u = grain.key, grain.unit
-        return self._all(
-            f"""
-            WITH raw AS ({grain.raw_sql(account)}),
-            roll AS (SELECT {k}, {u}, quantity, event_count, min_quantity, max_quantity
-                     FROM {grain.table} WHERE {grain.rollup_filter(account)})
-            SELECT r.{k}, r.{u}, r.quantity, r.event_count, r.min_quantity, r.max_quantity,
-                   w.quantity, w.event_count, w.min_quantity, w.max_quantity
-                FROM roll r LEFT JOIN raw w ON w.{k} = r.{k} AND w.{u} = r.{u}
-                WHERE w.quantity IS DISTINCT FROM r.quantity OR w.event_count IS DISTINCT FROM r.event_count
-                   OR w.min_quantity IS DISTINCT FROM r.min_quantity OR w.max_quantity IS DISTINCT FROM r.max_quantity
-            UNION ALL
-            SELECT w.{k}, w.{u}, NULL, NULL, NULL, NULL, w.quantity, w.event_count, w.min_quantity, w.max_quantity
-                FROM raw w LEFT JOIN roll r ON r.{k} = w.{k} AND r.{u} = w.{u}
-                WHERE r.{k} IS NULL
-            ORDER BY 1, 2
-            """,
-            dict(grain.span(start_us, end_us), account=account),
-        )
+        return self._all(grain.drift_sql(account), dict(grain.span(start_us, end_us), account=account))
 
     def rebuild_rollup(self, account: Optional[str], start_us: int, end_us: int, daily: bool) -> None:
         grain = _DAILY if daily else _HOURLY
         params = dict(grain.span(start_us, end_us), account=account)
-        self.conn.execute(f"DELETE FROM {grain.table} WHERE {grain.rollup_filter(account)}", params)
-        self.conn.execute(
-            f"INSERT INTO {grain.table} ({grain.key}, {grain.unit}, quantity, event_count, min_quantity, max_quantity)"
-            + grain.raw_sql(account), params)
+        for sql in grain.rebuild_sql(account):
+            self.conn.execute(sql, params)
 
     def integrity_problems(self, full: bool, limit: int) -> list[tuple[str, str]]:
         # The server checks pages as it reads them (a damaged one raises XX001, see is_corruption); what is
@@ -594,31 +539,13 @@ def open_engine(db: str, *, create: bool = True, notice=None, sandbox: bool = Fa
     return PostgresEngine(conn, db)
 
 
-class FingerprintLookup:
-    """The reading process's own connection, for the re-ingest fast path; any failure means "nothing stored"."""
+class FingerprintLookup(FingerprintLookupBase):
+    """The reading process's own connection, for the re-ingest fast path."""
 
-    def __init__(self, location: Optional[str]):
-        self.conn = None
-        if location:
-            try:
-                psycopg = connection.import_driver()
-                self.conn = psycopg.connect(location, autocommit=True, connect_timeout=connection.CONNECT_TIMEOUT_S)
-            except Exception:
-                self.conn = None
+    def connect(self, location: str):
+        psycopg = connection.import_driver()
+        return psycopg.connect(location, autocommit=True, connect_timeout=connection.CONNECT_TIMEOUT_S)
 
-    @property
-    def available(self) -> bool:
-        return self.conn is not None
-
-    def stored(self, event_ids: list[str]) -> dict:
-        if not event_ids or self.conn is None:
-            return {}
-        try:
-            return dict(self.conn.execute("SELECT event_id, fingerprint FROM usagebox.events"
-                                          " WHERE event_id = ANY(%s) AND fingerprint IS NOT NULL", (list(event_ids),)))
-        except Exception:
-            return {}
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+    def query(self, event_ids: list[str]) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT event_id, fingerprint FROM usagebox.events"
+                                      " WHERE event_id = ANY(%s) AND fingerprint IS NOT NULL", (list(event_ids),)))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from usagebox_cli.engines.sqlite import migrations
 from usagebox_cli.errors import CannotRun, NotADatabase
@@ -61,7 +62,7 @@ def connect(path: str | os.PathLike, *, create: bool = True, notice: Optional[Ca
     elif kind == "empty" and not create:
         raise NotADatabase(f"{path} is an empty file, not a usagebox database", hint=EMPTY_HINT)
     conn, identity = _open(path)
-    try:
+    with _closed_on_failure(conn, path):
         if identity == "blank":
             if not create:
                 raise NotADatabase(f"{path} is an empty SQLite file, not a usagebox database", hint=EMPTY_HINT)
@@ -70,12 +71,6 @@ def connect(path: str | os.PathLike, *, create: bool = True, notice: Optional[Ca
                 notice(f"{path} is an empty file: initialising it as a new usagebox database")
         _configure(conn)
         migrations.migrate(conn, path)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise database_error(path, exc) from None
-    except BaseException:
-        conn.close()
-        raise
     return conn
 
 
@@ -102,36 +97,39 @@ def _open(path: str) -> tuple[Database, str]:
         conn = sqlite3.connect(sqlite_uri(path, mode="rw"), uri=True, isolation_level=None,
                                check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, factory=Database)
     except sqlite3.Error as exc:
-        if not _folder_read_only(exc):
-            raise database_error(path, exc) from None
-        conn = open_read_only(path)
-        return conn, _identify(conn, path)
+        return _read_only_instead(path, exc)
     conn.path = path
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    try:
-        # The first read opens the WAL index, which needs a -shm file next
-        # to the database: a read-only folder fails here, not at connect.
-        identity = migrations.check_file(conn, path)
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        if not _folder_read_only(exc):
-            raise database_error(path, exc) from None
-        conn = open_read_only(path)
-        return conn, _identify(conn, path)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise database_error(path, exc) from None
-    except BaseException:
-        conn.close()
-        raise
+    with _closed_on_failure(conn, path):
+        try:
+            # The first read opens the WAL index, which needs a -shm file next
+            # to the database: a read-only folder fails here, not at connect.
+            identity = migrations.check_file(conn, path)
+        except sqlite3.OperationalError as exc:
+            if not _folder_read_only(exc):
+                raise
+            conn.close()
+            return _read_only_instead(path, exc)
     if not os.access(path, os.W_OK):
         conn.read_only = "the file is read-only"
     return conn, identity
 
 
-def _identify(conn: sqlite3.Connection, path: str) -> str:
+def _read_only_instead(path: str, exc: sqlite3.Error) -> tuple[Database, str]:
+    """After a read-write open failed with ``exc``: a read-only connection and the file's identity
+    when the file or its folder cannot be written, else the open error."""
+    if not _folder_read_only(exc):
+        raise database_error(path, exc) from None
+    conn = open_read_only(path)
+    with _closed_on_failure(conn, path):
+        return conn, migrations.check_file(conn, path)
+
+
+@contextmanager
+def _closed_on_failure(conn: sqlite3.Connection, path: str) -> Iterator[None]:
+    """Close ``conn`` when the block fails; a SQLite failure becomes the one-line open error."""
     try:
-        return migrations.check_file(conn, path)
+        yield
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise database_error(path, exc) from None
@@ -250,16 +248,10 @@ def open_readonly(path: str) -> Database:
     # Only a read-only connection touches the file: even closing a read-write
     # one could checkpoint a WAL left by a killed process into the database.
     conn = _ro(path)
-    try:
+    with _closed_on_failure(conn, path):
         if migrations.check_file(conn, path) == "blank":
             raise NotADatabase(f"{path} is an empty SQLite file, not a usagebox database", hint=EMPTY_HINT)
         behind = conn.execute("PRAGMA user_version").fetchone()[0] < len(migrations.MIGRATIONS)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise database_error(path, exc) from None
-    except BaseException:
-        conn.close()
-        raise
     if behind:  # an older schema: upgrade it once (a write), then read
         conn.close()
         connect(path, create=False).close()

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Optional
 
 from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
+from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, SERIES_COLUMNS, SQLITE, event_rows_sql, grains
 from usagebox_cli.engines.sqlite import accounts as _accounts
 from usagebox_cli.engines.sqlite import transactions
 from usagebox_cli.engines.sqlite.sums import exact_sum, joined
@@ -23,19 +25,11 @@ from usagebox_cli.engines.sqlite.writer import SeriesWriter
 from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.events import Event
 from usagebox_cli.fields import CORRECTION, RETRACTION
-from usagebox_cli.timefmt import DAY_US, HOUR_US
+from usagebox_cli.timefmt import HOUR_US
 
 
-_EVENT_COLUMNS = (
-    "e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,"
-    " e.quantity, e.ts_us, e.kind, e.correction_ref, s.dimensions"
-)
-_EVENT_SQL = (
-    "SELECT e.seq, e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
-    " e.kind, e.correction_ref, s.dimensions, g.path, g.sha256, e.line, e.ingested_us"
-    " FROM events e JOIN series s ON s.series_id = e.series_id JOIN segments g ON g.segment_id = e.segment_id"
-)
-_SERIES_COLUMNS = "series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions"
+_EVENT_SQL = event_rows_sql(SQLITE)
+_HOURLY, _DAILY = grains(SQLITE)
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params, at: int) -> list:
@@ -61,35 +55,6 @@ def _check_frozen_fits(account: str, period: str, quantities: list[int]) -> None
                 f" {units(INTEGER_LIMIT)}, the most a closed period can store",
                 hint="the events stay readable; a month this large cannot be frozen",
             )
-
-
-class _Grain:
-    """One rollup tier: its table, the series column that keys it, and its time unit."""
-
-    def __init__(self, table: str, key: str, unit: str, unit_us: int):
-        self.table, self.key, self.unit, self.unit_us = table, key, unit, unit_us
-
-    def span(self, start_us: int, end_us: int) -> dict:
-        """The whole units the window touches, as SQL parameters."""
-        first, last = start_us // self.unit_us, -(-end_us // self.unit_us)
-        return {"u0": first, "u1": last, "t0": first * self.unit_us, "t1": last * self.unit_us}
-
-    def raw_sql(self, account: Optional[str]) -> str:
-        """Raw events aggregated to this tier's cells, as rollup columns."""
-        return f"""
-            SELECT s.{self.key} AS {self.key}, e.ts_us / {self.unit_us} AS {self.unit}, sum(e.quantity) AS quantity,
-                   count(*) AS event_count, min(e.quantity) AS min_quantity, max(e.quantity) AS max_quantity
-            FROM events e JOIN series s ON s.series_id = e.series_id
-            WHERE e.ts_us >= :t0 AND e.ts_us < :t1 {'' if account is None else 'AND s.account_id = :account'}
-            GROUP BY s.{self.key}, e.ts_us / {self.unit_us}"""
-
-    def rollup_filter(self, account: Optional[str]) -> str:
-        owned = "" if account is None else f" AND {self.key} IN (SELECT series_id FROM series WHERE account_id = :account)"
-        return f"{self.unit} >= :u0 AND {self.unit} < :u1" + owned
-
-
-_HOURLY = _Grain("rollup_hourly", "series_id", "hour", HOUR_US)
-_DAILY = _Grain("rollup_daily", "base_id", "day", DAY_US)
 
 
 class SQLiteEngine(Engine):
@@ -162,7 +127,7 @@ class SQLiteEngine(Engine):
         if not ids:
             return {}
         (found,) = self.execute(
-            f"SELECT json_group_array(json_array({_EVENT_COLUMNS}))"
+            f"SELECT json_group_array(json_array({EVENT_COLUMNS}))"
             " FROM events e JOIN series s ON s.series_id = e.series_id"
             " WHERE e.event_id IN (SELECT value FROM json_each(?))",
             (json.dumps(ids),),
@@ -238,7 +203,7 @@ class SQLiteEngine(Engine):
     # -- reading -----------------------------------------------------------------------------------
 
     def series(self, accounts: Optional[list[str]], base_only: bool = False) -> list[tuple]:
-        sql = f"SELECT {_SERIES_COLUMNS} FROM series"
+        sql = f"SELECT {SERIES_COLUMNS} FROM series"
         conditions, params = [], []
         if base_only:
             conditions.append("base_id = series_id")
@@ -251,7 +216,7 @@ class SQLiteEngine(Engine):
 
     def series_by_id(self, series_ids: list[int]) -> list[tuple]:
         return self.execute(
-            f"SELECT {_SERIES_COLUMNS} FROM series WHERE series_id IN (SELECT value FROM json_each(?))",
+            f"SELECT {SERIES_COLUMNS} FROM series WHERE series_id IN (SELECT value FROM json_each(?))",
             (json.dumps(sorted(series_ids)),),
         ).fetchall()
 
@@ -486,35 +451,14 @@ class SQLiteEngine(Engine):
 
     def drifting_cells(self, account: Optional[str], start_us: int, end_us: int, daily: bool) -> list[tuple]:
         grain = _DAILY if daily else _HOURLY
-        k, u = grain.key, grain.unit
-        return self.execute(
-            f"""
-            WITH raw AS ({grain.raw_sql(account)}),
-            roll AS (SELECT {k}, {u}, quantity, event_count, min_quantity, max_quantity
-                     FROM {grain.table} WHERE {grain.rollup_filter(account)})
-            SELECT r.{k}, r.{u}, r.quantity, r.event_count, r.min_quantity, r.max_quantity,
-                   w.quantity, w.event_count, w.min_quantity, w.max_quantity
-                FROM roll r LEFT JOIN raw w ON w.{k} = r.{k} AND w.{u} = r.{u}
-                WHERE w.quantity IS NOT r.quantity OR w.event_count IS NOT r.event_count
-                   OR w.min_quantity IS NOT r.min_quantity OR w.max_quantity IS NOT r.max_quantity
-            UNION ALL
-            SELECT w.{k}, w.{u}, NULL, NULL, NULL, NULL, w.quantity, w.event_count, w.min_quantity, w.max_quantity
-                FROM raw w LEFT JOIN roll r ON r.{k} = w.{k} AND r.{u} = w.{u}
-                WHERE r.{k} IS NULL
-            """,
-            dict(grain.span(start_us, end_us), account=account),
-        ).fetchall()
+        return self.execute(grain.drift_sql(account), dict(grain.span(start_us, end_us), account=account)).fetchall()
 
     def rebuild_rollup(self, account: Optional[str], start_us: int, end_us: int, daily: bool) -> None:
         """Replace the tier's cells that the window touches with aggregates of the raw events."""
         grain = _DAILY if daily else _HOURLY
         params = dict(grain.span(start_us, end_us), account=account)
-        self.execute(f"DELETE FROM {grain.table} WHERE {grain.rollup_filter(account)}", params)
-        self.execute(
-            f"INSERT INTO {grain.table} ({grain.key}, {grain.unit}, quantity, event_count, min_quantity, max_quantity)"
-            + grain.raw_sql(account),
-            params,
-        )
+        for sql in grain.rebuild_sql(account):
+            self.execute(sql, params)
 
     def integrity_problems(self, full: bool, limit: int) -> list[tuple[str, str]]:
         # quick_check is O(N); integrity_check (--full) also checks that every index matches its table.
@@ -544,36 +488,15 @@ class SQLiteEngine(Engine):
         return readonly.run_sql(self, sql, params, timeout)
 
 
-class FingerprintLookup:
-    """The reading process's own read-only connection, for the re-ingest fast path.
+class FingerprintLookup(FingerprintLookupBase):
+    """The reading process's own read-only connection, for the re-ingest fast path."""
 
-    An optimisation only: any failure to open or read gives "nothing stored",
-    and the writer decides anyway.
-    """
-
-    def __init__(self, path: Optional[str]):
+    def connect(self, location: str) -> sqlite3.Connection:
         from usagebox_cli.paths import sqlite_uri
 
-        self.conn: Optional[sqlite3.Connection] = None
-        if path:
-            try:
-                self.conn = sqlite3.connect(sqlite_uri(path, mode="ro"), uri=True, check_same_thread=False)
-                self.conn.execute("PRAGMA busy_timeout = 5000")
-            except sqlite3.Error:
-                self.conn = None
+        conn = sqlite3.connect(sqlite_uri(location, mode="ro"), uri=True, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return conn
 
-    @property
-    def available(self) -> bool:
-        return self.conn is not None
-
-    def stored(self, event_ids: list[str]) -> dict:
-        if not event_ids or self.conn is None:
-            return {}
-        try:
-            return SQLiteEngine.stored_fingerprints(self.conn, event_ids)  # type: ignore[arg-type]
-        except sqlite3.Error:
-            return {}
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+    def query(self, event_ids: list[str]) -> dict[str, int]:
+        return SQLiteEngine.stored_fingerprints(self.conn, event_ids)  # type: ignore[arg-type]

@@ -1,0 +1,110 @@
+"""SQL text that the SQLite and PostgreSQL engines share, written once for both dialects.
+
+Both engines keep the same tables and columns (PostgreSQL's in the
+``usagebox`` schema), so the statements that read them are the same but for
+three things, which ``Dialect`` names: the table prefix, how a named
+parameter is written, and the null-safe "differs" operator.  Here: the event
+column lists, the rollup tiers (``Grain``), and verify's comparison of a tier
+against the raw events (``drift_sql``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from usagebox_cli.timefmt import DAY_US, HOUR_US
+
+
+@dataclass(frozen=True)
+class Dialect:
+    schema: str  # the prefix of every table name
+    placeholder: str  # a named parameter, with {} for its name
+    differs: str  # null-safe inequality: NULL differs from 1 and equals NULL
+
+    def param(self, name: str) -> str:
+        return self.placeholder.format(name)
+
+
+SQLITE = Dialect("", ":{}", "IS NOT")
+POSTGRES = Dialect("usagebox.", "%({})s", "IS DISTINCT FROM")
+
+# An event as ``Event`` holds it; ``e`` is events, ``s`` its series.
+EVENT_COLUMNS = (
+    "e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit,"
+    " e.quantity, e.ts_us, e.kind, e.correction_ref, s.dimensions"
+)
+SERIES_COLUMNS = "series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions"
+
+
+def event_rows_sql(dialect: Dialect) -> str:
+    """``engines.base.EventRow``: an event with its provenance; callers add WHERE and ORDER BY."""
+    prefix = dialect.schema
+    return (
+        "SELECT e.seq, e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
+        " e.kind, e.correction_ref, s.dimensions, g.path, g.sha256, e.line, e.ingested_us"
+        f" FROM {prefix}events e JOIN {prefix}series s ON s.series_id = e.series_id"
+        f" JOIN {prefix}segments g ON g.segment_id = e.segment_id"
+    )
+
+
+class Grain:
+    """One rollup tier: its table, the series column that keys it, and its time unit."""
+
+    def __init__(self, dialect: Dialect, table: str, key: str, unit: str, unit_us: int):
+        self.dialect = dialect
+        self.table, self.key, self.unit, self.unit_us = dialect.schema + table, key, unit, unit_us
+
+    def span(self, start_us: int, end_us: int) -> dict:
+        """The whole units the window touches, as SQL parameters."""
+        first, last = start_us // self.unit_us, -(-end_us // self.unit_us)
+        return {"u0": first, "u1": last, "t0": first * self.unit_us, "t1": last * self.unit_us}
+
+    def raw_sql(self, account: Optional[str]) -> str:
+        """Raw events aggregated to this tier's cells, as rollup columns."""
+        d, prefix = self.dialect, self.dialect.schema
+        owned = "" if account is None else f"AND s.account_id = {d.param('account')}"
+        return f"""
+            SELECT s.{self.key} AS {self.key}, e.ts_us / {self.unit_us} AS {self.unit}, sum(e.quantity) AS quantity,
+                   count(*) AS event_count, min(e.quantity) AS min_quantity, max(e.quantity) AS max_quantity
+            FROM {prefix}events e JOIN {prefix}series s ON s.series_id = e.series_id
+            WHERE e.ts_us >= {d.param('t0')} AND e.ts_us < {d.param('t1')} {owned}
+            GROUP BY s.{self.key}, e.ts_us / {self.unit_us}"""
+
+    def rollup_filter(self, account: Optional[str]) -> str:
+        """This tier's cells in ``span``'s units (and of ``account``'s series)."""
+        d = self.dialect
+        owned = ("" if account is None else
+                 f" AND {self.key} IN (SELECT series_id FROM {d.schema}series WHERE account_id = {d.param('account')})")
+        return f"{self.unit} >= {d.param('u0')} AND {self.unit} < {d.param('u1')}" + owned
+
+    def rebuild_sql(self, account: Optional[str]) -> tuple[str, str]:
+        """(delete, insert): replace the cells ``span`` touches with aggregates of the raw events."""
+        return (f"DELETE FROM {self.table} WHERE {self.rollup_filter(account)}",
+                f"INSERT INTO {self.table} ({self.key}, {self.unit}, quantity, event_count, min_quantity, max_quantity)"
+                + self.raw_sql(account))
+
+    def drift_sql(self, account: Optional[str]) -> str:
+        """``Engine.drifting_cells``: the cells where the tier and the raw events disagree, in key and unit order."""
+        k, u, differs = self.key, self.unit, self.dialect.differs
+        return f"""
+            WITH raw AS ({self.raw_sql(account)}),
+            roll AS (SELECT {k}, {u}, quantity, event_count, min_quantity, max_quantity
+                     FROM {self.table} WHERE {self.rollup_filter(account)})
+            SELECT r.{k}, r.{u}, r.quantity, r.event_count, r.min_quantity, r.max_quantity,
+                   w.quantity, w.event_count, w.min_quantity, w.max_quantity
+                FROM roll r LEFT JOIN raw w ON w.{k} = r.{k} AND w.{u} = r.{u}
+                WHERE w.quantity {differs} r.quantity OR w.event_count {differs} r.event_count
+                   OR w.min_quantity {differs} r.min_quantity OR w.max_quantity {differs} r.max_quantity
+            UNION ALL
+            SELECT w.{k}, w.{u}, NULL, NULL, NULL, NULL, w.quantity, w.event_count, w.min_quantity, w.max_quantity
+                FROM raw w LEFT JOIN roll r ON r.{k} = w.{k} AND r.{u} = w.{u}
+                WHERE r.{k} IS NULL
+            ORDER BY 1, 2
+            """
+
+
+def grains(dialect: Dialect) -> tuple[Grain, Grain]:
+    """(hourly, daily): the hourly tier keyed by series, the daily one by base series."""
+    return (Grain(dialect, "rollup_hourly", "series_id", "hour", HOUR_US),
+            Grain(dialect, "rollup_daily", "base_id", "day", DAY_US))
