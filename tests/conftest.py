@@ -34,6 +34,23 @@ TEST_NOW = "2026-12-15T12:00:00Z"
 TEST_NOW_DATETIME = datetime(2026, 12, 15, 12, tzinfo=timezone.utc)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _interruptible_children():
+    """Let subprocesses receive Ctrl-C as a user's terminal sends it.
+
+    A pytest-xdist worker starts with SIGINT ignored, and an ignored signal stays
+    ignored across exec, so every ``usagebox`` it launched would shrug off the
+    SIGINT that the interrupt tests send.  Python's own handler in this process
+    becomes the default disposition in a child, which then installs its own.
+    """
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def run_cli(args, *, db: Path | None = None, input: str | bytes | None = None, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
     command = [sys.executable, "-m", "usagebox_cli"]
     if db is not None:
