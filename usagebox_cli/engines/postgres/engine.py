@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Iterator, Optional
 
 from usagebox_cli.engines.base import Engine
-from usagebox_cli.engines.postgres import connection, migrations, writer
+from usagebox_cli.engines.postgres import connection, ledger_copy, migrations, writer
 from usagebox_cli.engines.postgres.periods import PERIOD_LOCK, guard_batch
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.events import Event
@@ -557,6 +557,20 @@ class PostgresEngine(Engine):
 
         columns, rows = sandbox.run_sql(self.conn, sql, params, timeout)
         return SqlResult(columns, rows)
+
+    # -- copying a whole ledger --------------------------------------------------------------------
+
+    def ledger_counts(self) -> dict[str, int]:
+        return ledger_copy.ledger_counts(self.conn)
+
+    def ledger_rows(self, table: str) -> Iterator[tuple]:
+        return ledger_copy.ledger_rows(self.conn, table)
+
+    def load_rows(self, table: str, rows: list[tuple]) -> None:
+        ledger_copy.load_rows(self.conn, table, rows)
+
+    def finish_load(self) -> None:
+        ledger_copy.finish_load(self.conn)
 
 
 def _status():
