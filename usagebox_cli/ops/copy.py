@@ -105,7 +105,8 @@ def refuse_unless_empty(dst: Engine) -> None:
     """A copy only goes into an empty ledger: ids and ``seq`` are kept, so they would collide with what is there."""
     held = dst.ledger_counts()
     if any(held.values()):
-        what = ", ".join(f"{held[table]:,} {table}" for table in SUMMARY_TABLES if held[table]) or "rows"
+        what = ", ".join(f"{held[table]:,} {table if held[table] != 1 else table[:-1]}"
+                         for table in SUMMARY_TABLES if held[table]) or "rows"
         raise CannotRun(f"{dst.path} is not an empty ledger (it holds {what}); nothing was copied",
                         hint="copy into a new file or an empty database")
 
