@@ -312,3 +312,14 @@ LEDGER_TABLES: dict[str, tuple[str, ...]] = {
     "period_lines": ("period_id", "meter_id", "model_id", "unit", "quantity", "event_count", "cost", "unpriced"),
     "period_books": ("period_id", "currency", "path", "sha256", "book", "cost", "unpriced"),
 }
+# The order a copy reads each table in: stable, and every row after the rows it refers to (a base series
+# is its own base, so base series come first).  Text sorts in byte order with NULLs first, SQLite's order.
+LEDGER_ORDER: dict[str, tuple[str, ...]] = {
+    "segments": ("segment_id",),
+    "series": ("base_id <> series_id", "series_id"),
+    "events": ("seq",),
+    "conflicts": ("conflict_id",),
+    "periods": ("period_id",),
+    "period_lines": ("period_id", "meter_id", "model_id", "unit"),
+    "period_books": ("period_id",),
+}

@@ -95,6 +95,7 @@ class PostgresEngine(Engine):
         self.path = connection.redact(db)
         self._cache = writer.SeriesCache()
         self._made: dict = {}
+        self._copy_types: dict[str, list[int]] = {}
 
     def _all(self, sql: str, params=None) -> list[tuple]:
         return [_plain(row) for row in self.conn.execute(sql, params)]
@@ -567,7 +568,10 @@ class PostgresEngine(Engine):
         return ledger_copy.ledger_rows(self.conn, table)
 
     def load_rows(self, table: str, rows: list[tuple]) -> None:
-        ledger_copy.load_rows(self.conn, table, rows)
+        types = self._copy_types.get(table)
+        if types is None:
+            types = self._copy_types[table] = ledger_copy.column_types(self.conn, table)
+        ledger_copy.load_rows(self.conn, table, rows, types)
 
     def finish_load(self) -> None:
         ledger_copy.finish_load(self.conn)

@@ -20,20 +20,12 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from usagebox_cli.engines.base import LEDGER_TABLES
+from usagebox_cli.engines.base import LEDGER_ORDER, LEDGER_TABLES
 
 FETCH_ROWS = 5_000  # rows per round trip of the server-side cursor
 IDENTITIES = (("segments", "segment_id"), ("series", "series_id"), ("events", "seq"), ("conflicts", "conflict_id"),
               ("periods", "period_id"))
-_ORDER = {
-    "segments": "segment_id",
-    "series": "base_id IS DISTINCT FROM series_id, series_id",  # base series first: the others refer to them
-    "events": "seq",
-    "conflicts": "conflict_id",
-    "periods": "period_id",
-    "period_lines": 'period_id, meter_id COLLATE "C", model_id COLLATE "C" NULLS FIRST, unit COLLATE "C" NULLS FIRST',
-    "period_books": "period_id",
-}
+_TEXT = {"meter_id", "model_id", "unit"}  # ordered as SQLite orders text: bytes, NULLs first
 
 
 def ledger_counts(conn) -> dict[str, int]:
@@ -41,21 +33,26 @@ def ledger_counts(conn) -> dict[str, int]:
 
 
 def ledger_rows(conn, table: str) -> Iterator[tuple]:
-    sql = f"SELECT {', '.join(LEDGER_TABLES[table])} FROM usagebox.{table} ORDER BY {_ORDER[table]}"
+    order = ", ".join(term + (' COLLATE "C" NULLS FIRST' if term in _TEXT else "") for term in LEDGER_ORDER[table])
+    sql = f"SELECT {', '.join(LEDGER_TABLES[table])} FROM usagebox.{table} ORDER BY {order}"
     with conn.cursor(name=f"usagebox_copy_{table}") as cursor:
         cursor.itersize = FETCH_ROWS
         cursor.execute(sql)
         yield from cursor
 
 
-def load_rows(conn, table: str, rows: list[tuple]) -> None:
-    columns = LEDGER_TABLES[table]
-    # The columns' own types (as OIDs), so that binary COPY sends a bigint as a bigint whatever the value.
+def column_types(conn, table: str) -> list[int]:
+    """The OIDs of a table's ``LEDGER_TABLES`` columns: binary COPY then sends a bigint as a bigint whatever its value."""
     types = dict(conn.execute(
         "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
         (f"usagebox.{table}",)).fetchall())
-    with conn.cursor().copy(f"COPY usagebox.{table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([types[column] for column in columns])
+    return [types[column] for column in LEDGER_TABLES[table]]
+
+
+def load_rows(conn, table: str, rows: list[tuple], types: list[int]) -> None:
+    """One binary COPY of ``rows``; ``types`` from ``column_types``."""
+    with conn.cursor().copy(f"COPY usagebox.{table} ({', '.join(LEDGER_TABLES[table])}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
         for row in rows:
             copy.write_row(row)
 

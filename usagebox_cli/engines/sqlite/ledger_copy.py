@@ -18,27 +18,16 @@ from __future__ import annotations
 import sqlite3
 from typing import Iterator
 
-from usagebox_cli.engines.base import LEDGER_TABLES
-
-# How each table is read: a stable order, and where a column is not read as stored.
-_ORDER = {
-    "segments": "segment_id",
-    "series": "base_id IS NOT series_id, series_id",  # base series first: the others refer to them
-    "events": "e.seq",
-    "conflicts": "conflict_id",
-    "periods": "period_id",
-    "period_lines": "period_id, meter_id, model_id, unit",  # NULLs first, byte order: PostgreSQL's COLLATE "C"
-    "period_books": "period_id",
-}
+from usagebox_cli.engines.base import LEDGER_ORDER, LEDGER_TABLES
 
 
 def _select(table: str) -> str:
-    columns = LEDGER_TABLES[table]
+    columns, order = LEDGER_TABLES[table], ", ".join(LEDGER_ORDER[table])  # SQLite's text order is byte order
     if table == "events":
         # Events stored before migration m004 have no base_id of their own; their series has it.
         listed = ", ".join("coalesce(e.base_id, s.base_id)" if c == "base_id" else f"e.{c}" for c in columns)
-        return f"SELECT {listed} FROM events e JOIN series s ON s.series_id = e.series_id ORDER BY {_ORDER[table]}"
-    return f"SELECT {', '.join(columns)} FROM {table} ORDER BY {_ORDER[table]}"
+        return f"SELECT {listed} FROM events e JOIN series s ON s.series_id = e.series_id ORDER BY {order}"  # seq: not a series column
+    return f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}"
 
 
 def ledger_counts(conn: sqlite3.Connection) -> dict[str, int]:
