@@ -266,8 +266,11 @@ def _loading(dst) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
-def test_kill_9_mid_copy_leaves_dst_empty_and_running_it_again_copies_everything(pg_server, tmp_path, big_ledger, engine):
+@pytest.mark.parametrize("engine, stop", [("sqlite", signal.SIGKILL), ("postgresql", signal.SIGKILL),
+                                          ("postgresql", signal.SIGINT)], ids=["sqlite-kill-9", "postgresql-kill-9",
+                                                                               "postgresql-ctrl-c"])
+def test_a_copy_stopped_mid_load_leaves_dst_empty_and_running_it_again_copies_everything(pg_server, tmp_path,
+                                                                                           big_ledger, engine, stop):
     dst = tmp_path / "dst.db" if engine == "sqlite" else pg_server.conninfo(pg_server.database())
     process = _copy_process(big_ledger, dst)
     deadline = time.monotonic() + 120
@@ -275,9 +278,13 @@ def test_kill_9_mid_copy_leaves_dst_empty_and_running_it_again_copies_everything
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=60)
+    if stop == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert (process.returncode, stderr.decode()) == (130, f"Error: interrupted; nothing was copied, {dst} is as it"
+                                                              " was (running the same command again is safe)\n")
     from usagebox_cli.engines import open_engine
 
     left = open_engine(str(dst), create=False)
