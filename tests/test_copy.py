@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import sqlite3
 import subprocess
@@ -222,6 +223,30 @@ def test_the_table_summary_and_no_progress_bar_on_a_pipe(tmp_path, round_trip):
     assert [line.split()[1:4:2] for line in lines[4:8]] == [
         ["events", "3,219"], ["segments", "5"], ["conflicts", "1"], ["periods", "2"]]
     assert lines[-1].strip() == "verify on DST: ok"
+
+
+def test_on_a_terminal_a_progress_bar_shows_on_stderr(tmp_path, round_trip):
+    primary, secondary = pty.openpty()
+    env = dict(os.environ, USAGEBOX_NOW=TEST_NOW)
+    env.pop("USAGEBOX_DB", None)
+    process = subprocess.Popen([sys.executable, "-m", "usagebox_cli", "copy", str(round_trip[0]),
+                                str(tmp_path / "tty.db"), "--json"], stdout=subprocess.PIPE, stderr=secondary,
+                               env=env, cwd=ROOT)
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    stdout = process.communicate(timeout=60)[0]
+    assert process.returncode == 0
+    assert json.loads(stdout)["copied"]["events"] == 3219
+    assert b"events" in shown and b"\xe2\x94\x81" in shown  # the table's name beside a bar drawn with ━
 
 
 # ---------------------------------------------------------------------------------------------------------------

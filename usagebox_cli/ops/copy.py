@@ -86,8 +86,6 @@ def _copy_tables(src: Engine, dst: Engine, progress: Optional[Progress]) -> dict
                 copied = {}
                 for table in LEDGER_TABLES:
                     done = 0
-                    if progress is not None:
-                        progress(table, totals[table], done)
                     for batch in _batches(src.ledger_rows(table)):
                         dst.load_rows(table, batch)
                         done += len(batch)
