@@ -8,13 +8,13 @@ import typer
 
 from usagebox_cli.cli.app import app
 
-LedgerArg = "a SQLite file, or a PostgreSQL URI (postgresql://, postgres://) or libpq string (host=...), as --db takes"
+LEDGER_FORMS = "a SQLite file, or a PostgreSQL URI (postgresql://, postgres://) or libpq string (host=...), as --db takes"
 
 
 @app.command("copy")
 def copy_ledger(
-    src: Annotated[str, typer.Argument(help=f"The ledger to copy: {LedgerArg}.", metavar="SRC", show_default=False)],
-    dst: Annotated[str, typer.Argument(help=f"Where to: a new or empty ledger, {LedgerArg}.", metavar="DST", show_default=False)],
+    src: Annotated[str, typer.Argument(help=f"The ledger to copy: {LEDGER_FORMS}.", metavar="SRC", show_default=False)],
+    dst: Annotated[str, typer.Argument(help=f"Where to: a new or empty ledger, {LEDGER_FORMS}.", metavar="DST", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as a JSON document.")] = False,
 ) -> None:
     """Copy a whole ledger between engines, then verify the copy.
