@@ -23,7 +23,7 @@ from usagebox_cli.cli.completions import TARGETS as COMPLETIONS
 
 def test_the_commands_are_the_ones_the_spec_names():
     assert set(COMMANDS) == {
-        "accounts", "budget", "close-period", "conflicts", "explain", "export", "ingest", "margin", "period",
+        "accounts", "budget", "close-period", "conflicts", "copy", "explain", "export", "ingest", "margin", "period",
         "periods", "prices", "query", "reconcile", "report", "sources", "sql", "usage", "verify",
     }
 

@@ -359,18 +359,19 @@ def live(compute, columns: Sequence[str], seconds: float, title: str) -> dict:
 
 
 class Progress:
-    """A Rich progress bar on stderr, only when stderr is a terminal."""
+    """A Rich progress bar on stderr, only when stderr is a terminal; ``unit`` is ``bytes`` or ``rows``."""
 
-    def __init__(self) -> None:
+    def __init__(self, unit: str = "bytes") -> None:
         self._progress = None
         self._started = False
         self._tasks: dict[str, Any] = {}
         if sys.stderr.isatty() and not os.environ.get("USAGEBOX_NO_PROGRESS"):
-            from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichProgress,
+                                       TextColumn, TimeRemainingColumn)
 
             self._progress = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                console=_console(stderr=True), transient=True,
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn() if unit == "bytes" else MofNCompleteColumn(),
+                TimeRemainingColumn(), console=_console(stderr=True), transient=True,
             )
 
     def __enter__(self):
@@ -382,6 +383,11 @@ class Progress:
         return False
 
     def update(self, source, done: int) -> None:
+        """An ingest source read up to byte ``done``."""
+        self.step(source.label, source.total_bytes, done)
+
+    def step(self, label: str, total: Optional[int], done: int) -> None:
+        """``done`` of ``total`` (None: unknown) on the bar named ``label``."""
         if self._progress is None:
             return
         if not self._started:
@@ -390,10 +396,21 @@ class Progress:
             # that runs threads can deadlock the child).
             self._progress.start()
             self._started = True
-        task = self._tasks.get(source.label)
+        task = self._tasks.get(label)
         if task is None:
-            task = self._tasks[source.label] = self._progress.add_task(source.label, total=source.total_bytes)
+            task = self._tasks[label] = self._progress.add_task(label, total=total)
         self._progress.update(task, completed=done)
+
+
+def copy_summary(doc: dict, fmt: str) -> None:
+    """``usagebox copy``: the document, or for people the rows copied per table and verify's verdict on DST."""
+    if fmt == "json":
+        document(doc)
+        return
+    line(f"copied {doc['src']} -> {doc['dst']}")
+    records = [{"table": table, "rows": count} for table, count in doc["copied"].items()]
+    verdict = "ok" if doc["ok"] else "DRIFT, see the lines below"
+    table(records, ("table", "rows"), caption=f"verify on DST: {verdict}")
 
 
 REPORT_COLUMNS = ("modelsUsed", "inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens", "totalTokens", "totalCost")

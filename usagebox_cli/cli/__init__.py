@@ -22,6 +22,7 @@ from usagebox_cli.cli import integrity as _integrity  # noqa: E402,F401
 from usagebox_cli.cli import money as _money  # noqa: E402,F401
 from usagebox_cli.cli import prices as _prices  # noqa: E402,F401
 from usagebox_cli.cli import report as _report  # noqa: E402,F401
+from usagebox_cli.cli import copy as _copy  # noqa: E402,F401
 
 
 def _click_exceptions():

@@ -272,6 +272,28 @@ class Engine(ABC):
     def run_sql(self, sql: str, params: dict[str, Any], timeout: float):
         """A read-only query over the documented views: ``SqlResult(columns, rows iterator)``."""
 
+    # -- copying a whole ledger (``usagebox copy``) ---------------------------------------------------
+
+    @abstractmethod
+    def ledger_counts(self) -> dict[str, int]:
+        """Rows in each table of ``LEDGER_TABLES`` (all zero: an empty ledger)."""
+
+    @abstractmethod
+    def ledger_rows(self, table: str) -> Iterator[tuple]:
+        """Every row of a ``LEDGER_TABLES`` table, its columns in that order, streamed in a stable order:
+        ids ascending, base series before the series that name them, period lines by meter/model/unit.
+        Call inside ``read_snapshot`` so that every table is read from one state."""
+
+    @abstractmethod
+    def load_rows(self, table: str, rows: list[tuple]) -> None:
+        """Insert rows exactly as ``ledger_rows`` gives them (ids, seq, instants and all), inside the caller's
+        ``write_transaction``; the engine's own triggers build the rollups from the events."""
+
+    @abstractmethod
+    def finish_load(self) -> None:
+        """After ``load_rows``, in the same transaction: new ids (segments, series, seq, conflicts, periods)
+        continue after the loaded ones."""
+
 
 class FingerprintLookup(ABC):
     """The parsing process's own look-up of stored line fingerprints (the re-ingest fast path).
@@ -315,3 +337,33 @@ class FingerprintLookup(ABC):
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
+
+
+# The stored tables a ledger is, in the order a copy writes them (each table refers only to tables
+# before it), with their columns in engine-neutral order; both engines' schemas use these names.
+# The rollups are not here: they are derived, and the destination's triggers rebuild them.
+LEDGER_TABLES: dict[str, tuple[str, ...]] = {
+    "segments": ("segment_id", "path", "sha256", "size_bytes", "input_format", "started_at", "finished_at",
+                 "lines", "accepted", "duplicates", "conflicts", "rejected"),
+    "series": ("series_id", "identity", "account_id", "meter_id", "model_id", "product_id", "unit", "kind",
+               "dimensions", "base_id"),
+    "events": ("seq", "event_id", "series_id", "base_id", "quantity", "ts_us", "kind", "correction_ref",
+               "segment_id", "line", "ingested_us", "fingerprint"),
+    "conflicts": ("conflict_id", "event_id", "existing", "incoming", "differences", "segment_id", "line",
+                  "detected_at"),
+    "periods": ("period_id", "account_id", "period", "start_us", "end_us", "closed_at", "watermark", "quantity",
+                "event_count", "forced"),
+    "period_lines": ("period_id", "meter_id", "model_id", "unit", "quantity", "event_count", "cost", "unpriced"),
+    "period_books": ("period_id", "currency", "path", "sha256", "book", "cost", "unpriced"),
+}
+# The order a copy reads each table in: stable, and every row after the rows it refers to (a base series
+# is its own base, so base series come first).  Text sorts in byte order with NULLs first, SQLite's order.
+LEDGER_ORDER: dict[str, tuple[str, ...]] = {
+    "segments": ("segment_id",),
+    "series": ("base_id <> series_id", "series_id"),
+    "events": ("seq",),
+    "conflicts": ("conflict_id",),
+    "periods": ("period_id",),
+    "period_lines": ("period_id", "meter_id", "model_id", "unit"),
+    "period_books": ("period_id",),
+}

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from usagebox_cli.engines.base import Engine
 from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
-from usagebox_cli.engines.postgres import connection, migrations, writer
+from usagebox_cli.engines.postgres import connection, ledger_copy, migrations, writer
 from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, POSTGRES, SERIES_COLUMNS, event_rows_sql, grains
 from usagebox_cli.engines.postgres.periods import PERIOD_LOCK, guard_batch
 from usagebox_cli.errors import CannotRun
@@ -60,6 +60,7 @@ class PostgresEngine(Engine):
         self.path = connection.redact(db)
         self._cache = writer.SeriesCache()
         self._made: dict = {}
+        self._copy_types: dict[str, list[int]] = {}
 
     def _all(self, sql: str, params=None) -> list[tuple]:
         return [_plain(row) for row in self.conn.execute(sql, params)]
@@ -517,6 +518,23 @@ class PostgresEngine(Engine):
 
         columns, rows = sandbox.run_sql(self.conn, sql, params, timeout)
         return SqlResult(columns, rows)
+
+    # -- copying a whole ledger --------------------------------------------------------------------
+
+    def ledger_counts(self) -> dict[str, int]:
+        return ledger_copy.ledger_counts(self.conn)
+
+    def ledger_rows(self, table: str) -> Iterator[tuple]:
+        return ledger_copy.ledger_rows(self.conn, table)
+
+    def load_rows(self, table: str, rows: list[tuple]) -> None:
+        types = self._copy_types.get(table)
+        if types is None:
+            types = self._copy_types[table] = ledger_copy.column_types(self.conn, table)
+        ledger_copy.load_rows(self.conn, table, rows, types)
+
+    def finish_load(self) -> None:
+        ledger_copy.finish_load(self.conn)
 
 
 def _status():

@@ -19,6 +19,7 @@ from usagebox_cli.engines.base import Engine
 from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
 from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, SERIES_COLUMNS, SQLITE, event_rows_sql, grains
 from usagebox_cli.engines.sqlite import accounts as _accounts
+from usagebox_cli.engines.sqlite import ledger_copy as _ledger_copy
 from usagebox_cli.engines.sqlite import transactions
 from usagebox_cli.engines.sqlite.sums import exact_sum, joined
 from usagebox_cli.engines.sqlite.writer import SeriesWriter
@@ -486,6 +487,20 @@ class SQLiteEngine(Engine):
         from usagebox_cli.engines.sqlite import readonly
 
         return readonly.run_sql(self, sql, params, timeout)
+
+    # -- copying a whole ledger --------------------------------------------------------------------
+
+    def ledger_counts(self) -> dict[str, int]:
+        return _ledger_copy.ledger_counts(self)
+
+    def ledger_rows(self, table: str) -> Iterator[tuple]:
+        return _ledger_copy.ledger_rows(self, table)
+
+    def load_rows(self, table: str, rows: list[tuple]) -> None:
+        _ledger_copy.load_rows(self, table, rows)
+
+    def finish_load(self) -> None:
+        pass  # INTEGER PRIMARY KEY ids already continue after the largest stored one
 
 
 class FingerprintLookup(FingerprintLookupBase):
