@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_NOW, run_cli_inprocess, write_ndjson
-from pgcluster import import_psycopg
+from pgcluster import Cluster, import_psycopg
 
 psycopg = import_psycopg()
 from usagebox_cli import exactjson  # noqa: E402
@@ -386,3 +387,77 @@ def test_a_close_period_racing_late_usage_from_several_processes_freezes_or_reje
     assert period["frozen"]["event_count"] == sum(count for _, count in frozen.values())
     code, verified, _ = _run(tcp_ledger, "verify", "--json")
     assert code == 0 and verified["ok"]
+
+
+# -- several hosts: each ingest in its own network namespace, reaching the server over a veth pair -------
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+def _netns_unavailable() -> str | None:
+    """Why this machine cannot make network namespaces, or None."""
+    if shutil.which("ip") is None:
+        return "the `ip` command (iproute2) is not installed"
+    if os.geteuid() != 0:
+        return "making network namespaces needs root (CAP_NET_ADMIN)"
+    probe = f"ubprobe{os.getpid() % 100_000}"
+    made = _ip("netns", "add", probe)
+    if made.returncode != 0:
+        return f"`ip netns add` failed: {made.stderr.strip()}"
+    _ip("netns", "del", probe)
+    return None
+
+
+@pytest.mark.slow
+def test_three_hosts_each_in_its_own_network_namespace_write_one_ledger(tmp_path):
+    reason = _netns_unavailable()
+    if reason is not None:
+        if os.environ.get("USAGEBOX_REQUIRE_POSTGRES"):
+            pytest.fail(f"the several-hosts test must run in CI: {reason}")
+        pytest.skip(reason)
+    tag = os.getpid() % 100_000
+    hosts = [(f"ubh{tag}n{n}", f"ubv{tag}h{n}", f"ubv{tag}p{n}", f"10.231.{n}.1", f"10.231.{n}.2") for n in range(3)]
+    cluster = None
+    try:
+        for namespace, outside, inside, server_side, host_side in hosts:  # a /30 per host
+            for command in (("netns", "add", namespace),
+                            ("link", "add", outside, "type", "veth", "peer", "name", inside),
+                            ("link", "set", inside, "netns", namespace),
+                            ("addr", "add", f"{server_side}/30", "dev", outside),
+                            ("link", "set", outside, "up"),
+                            ("-n", namespace, "addr", "add", f"{host_side}/30", "dev", inside),
+                            ("-n", namespace, "link", "set", inside, "up"),
+                            ("-n", namespace, "link", "set", "lo", "up")):
+                done = _ip(*command)
+                assert done.returncode == 0, (command, done.stderr)
+        # The server listens on the host-side addresses only (not loopback), and a namespace's one route to
+        # its /30 is its veth: every connection below crosses a veth pair, as from another machine.
+        cluster = Cluster(tcp=True, listen=",".join(host[3] for host in hosts)).start()
+        cluster.trust("10.231.0.0/16")
+        name = cluster.database()
+        connection.open_ledger(cluster.conninfo(name)).close()
+        shared = _events(1_500, seed=40, prefix="shared")  # every host also sends these: counted once
+        own = [_events(2_500, seed=41 + n, prefix=f"host{n}_") for n in range(3)]
+        ingests = []
+        for n, (namespace, _, _, server_side, host_side) in enumerate(hosts):
+            path = write_ndjson(tmp_path / f"host{n}.ndjson", own[n][:1_000] + shared + own[n][1_000:])
+            uri = cluster.conninfo(name, tcp=True, host=server_side)
+            ingests.append(subprocess.Popen(
+                ["ip", "netns", "exec", namespace, sys.executable, "-m", "usagebox_cli", "--db", uri, "ingest",
+                 str(path), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()))
+        summaries = [_summary(*_finish(process, timeout=120)) for process in ingests]
+        assert [process.returncode for process in ingests] == [0, 0, 0]
+        assert sum(summary["accepted"] for summary in summaries) == len(shared) + sum(len(o) for o in own)
+        assert sum(summary["duplicates"] for summary in summaries) == 2 * len(shared)
+        everything = shared + [event for events in own for event in events]
+        assert _stored(cluster.conninfo(name)) == _expected(everything)
+        code, verified, _ = _run(cluster.conninfo(name), "verify", "--json")
+        assert code == 0 and verified["ok"]
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        for namespace, outside, _, _, _ in hosts:
+            _ip("netns", "del", namespace)  # takes the namespace's end of the veth pair, and so the pair, with it
+            _ip("link", "del", outside)
