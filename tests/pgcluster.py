@@ -56,7 +56,10 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, tcp: bool = True):
+    """``listen``: the TCP addresses to listen on (loopback by default; other hosts need ``trust``);
+    ``durable``: keep PostgreSQL's fsync defaults (the benchmarks), instead of the tests' fsync=off."""
+
+    def __init__(self, tcp: bool = True, listen: str = "127.0.0.1", durable: bool = False):
         bindir = find_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found: install Debian's postgresql package or set USAGEBOX_PG_BIN")
@@ -66,6 +69,8 @@ class Cluster:
         self.data = self.root / "data"
         self.port = free_port() if tcp else 5432
         self.tcp = tcp
+        self.listen = listen if tcp else ""
+        self.durable = durable
         self._as_postgres = os.geteuid() == 0
         self._names = itertools.count(1)
 
@@ -84,10 +89,10 @@ class Cluster:
             shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
-        listen = "127.0.0.1" if self.tcp else ""
         for attempt in range(3):
-            options = (f"-k {self.root} -p {self.port} -c listen_addresses='{listen}'"
-                       " -c fsync=off -c full_page_writes=off -c max_connections=200")
+            options = f"-k {self.root} -p {self.port} -c listen_addresses='{self.listen}' -c max_connections=200"
+            if not self.durable:
+                options += " -c fsync=off -c full_page_writes=off"
             try:
                 self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
                 return self
@@ -98,16 +103,22 @@ class Cluster:
                 self.port = free_port()
         return self
 
+    def trust(self, cidr: str) -> None:
+        """Let clients from ``cidr`` log in over TCP without a password (initdb trusts loopback only)."""
+        with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+            hba.write(f"host all all {cidr} trust\n")
+        self._run("pg_ctl", "-D", str(self.data), "reload")
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def conninfo(self, dbname: str = "postgres", tcp: bool = False) -> str:
-        """libpq's key=value form over the Unix socket, or a URI over loopback TCP."""
+    def conninfo(self, dbname: str = "postgres", tcp: bool = False, host: str = "127.0.0.1") -> str:
+        """libpq's key=value form over the Unix socket, or a URI over TCP (loopback unless ``host``)."""
         if tcp:
-            return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+            return f"postgresql://{SUPERUSER}@{host}:{self.port}/{dbname}"
         return f"host={self.root} port={self.port} user={SUPERUSER} dbname={dbname}"
 
     def database(self) -> str:

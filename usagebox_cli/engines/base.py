@@ -32,11 +32,33 @@ EventRow = tuple
 ExportRow = tuple
 
 
+class BatchRaced(Exception):
+    """Another writer changed what a batch was decided against, so the engine undid that batch's writes.
+
+    Raised by ``Engine.persist_batch`` on an engine shared by several
+    processes (PostgreSQL): some accepted events were stored meanwhile by
+    another writer, or the server aborted the batch to break a deadlock.
+    Nothing of the batch is kept; earlier batches of the transaction are.
+    The caller reads the ledger again and decides the batch anew, so the user
+    sees duplicates where another writer came first, never an error.
+    ``deadlocked``: the server chose this transaction as a deadlock's victim;
+    rows written by earlier batches of the same transaction may be what the
+    other writer waits for, so commit them before deciding the batch again.
+    """
+
+    def __init__(self, message: str, deadlocked: bool = False):
+        super().__init__(message)
+        self.deadlocked = deadlocked
+
+
 class Engine(ABC):
     """A ledger behind one ``--db``: what the domain may ask of it."""
 
     #: A short human name for messages ("the database file x.db").
     path: str = ""
+    #: How an ingest spreads its batches over transactions here: (lines per commit, pause after an
+    #: intermediate commit).  None: ``ops.ingest``'s defaults, made for a file with one writer lock.
+    ingest_commits: Optional[tuple[int, float]] = None
 
     # -- lifecycle and transactions ---------------------------------------------------------------
 
@@ -115,7 +137,10 @@ class Engine(ABC):
     @abstractmethod
     def persist_batch(self, segment_id: int, decisions: Any, ingested_us: int) -> list[int]:
         """Store one batch's decisions (``ops.ingest_rules.Decisions``); return the indexes of accepted
-        events refused because a rollup total would overflow (nothing stored for those)."""
+        events refused because a rollup total would overflow (nothing stored for those).
+
+        May raise ``BatchRaced`` after undoing this batch's writes (and only this batch's): the caller
+        then decides the batch again against what the ledger holds now."""
 
     @abstractmethod
     def forget_uncommitted(self) -> None:

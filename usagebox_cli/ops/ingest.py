@@ -12,11 +12,24 @@ pages out again, so fewer, larger commits are much cheaper (measured: 35 us
 per event committing every 10k lines, 18 us every 100k).  A killed ingest
 leaves only whole transactions behind; running it again turns them into
 duplicates and commits the rest, so totals come out as if it had run once.
+An engine may choose otherwise (``Engine.ingest_commits``): PostgreSQL commits
+every batch, because a batch's rollup cells stay locked until its commit.
+
+On an engine that several processes write at once (PostgreSQL), a batch can
+lose a race between reading the ledger and inserting: another ingest stored
+some of its events first, or the server broke a deadlock by aborting it.  The
+engine then undoes that batch alone (``BatchRaced``) and ``_write_batch``
+reads the ledger again and decides the batch anew, so the events the other
+writer stored count as duplicates here and the user never sees the race.  A
+deadlock victim first commits its earlier batches (they were decided and
+stored correctly), because the other writer may be waiting for exactly those
+rows; a dry run cannot commit, so it only waits and tries again.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
@@ -24,7 +37,7 @@ from typing import Callable, Optional, TextIO
 from usagebox_cli import exactjson, readers
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.engines import open_engine
-from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.base import BatchRaced, Engine
 from usagebox_cli.ops import ingest_rules
 from usagebox_cli.ops.ingest_reader import read_sources
 from usagebox_cli.ops.ingest_rules import Counts, IngestPolicy
@@ -38,6 +51,11 @@ COMMIT_SECONDS = 10.0
 # After an intermediate commit the writer pauses this long, so another
 # ingest waiting for the lock gets its turn.
 TURN_SECONDS = 0.02
+# A batch that keeps losing races is decided again at most this often.  Each lost race means
+# another writer committed some of its events, so this bound is reached only by a pathological
+# stream of writers (or a dry run that a writer's deadlock keeps blocking).
+RACE_ATTEMPTS = 40
+RACE_BACKOFF_S = 0.05
 MAX_REPORTED_ERRORS = 1_000
 EXTRA_MODES = ("reject", "dimensions", "ignore")
 
@@ -167,7 +185,7 @@ def ingest_into(
         engine.close()
 
 
-def _prepare(options: IngestOptions, paths: list[str]) -> tuple[int, list[str], Optional[dict]]:
+def _prepare(options: IngestOptions, paths: list[str]) -> tuple[Optional[int], list[str], Optional[dict]]:
     """Refuse bad flags before anything is opened; return the lines per commit, the input paths
     (agent-log folders expanded to their files) and the agent readers' context."""
     if options.extra_mode not in EXTRA_MODES:
@@ -184,7 +202,7 @@ def _prepare(options: IngestOptions, paths: list[str]) -> tuple[int, list[str], 
     return lines_per_commit, paths, context
 
 
-def _ingest_sources(engine: Engine, sources: list[Source], options: IngestOptions, progress, lines_per_commit: int,
+def _ingest_sources(engine: Engine, sources: list[Source], options: IngestOptions, progress, lines_per_commit: Optional[int],
                     context: Optional[dict] = None) -> IngestSummary:
     rejects: Optional[TextIO] = None
     try:
@@ -203,11 +221,11 @@ def _ingest_sources(engine: Engine, sources: list[Source], options: IngestOption
             rejects.close()
 
 
-def commit_lines() -> int:
-    """Lines per transaction: ``USAGEBOX_COMMIT_LINES``, or ``COMMIT_LINES``."""
+def commit_lines() -> Optional[int]:
+    """Lines per transaction as ``USAGEBOX_COMMIT_LINES`` sets them; None: the engine's choice."""
     text = os.environ.get("USAGEBOX_COMMIT_LINES")
     if text is None:
-        return COMMIT_LINES
+        return None
     try:
         value = int(text)
     except ValueError:
@@ -220,11 +238,12 @@ def commit_lines() -> int:
 class _Transactions:
     """Spans batches over one write transaction, committing by size and age."""
 
-    def __init__(self, engine: Engine, dry_run: bool, commit_lines: int):
+    def __init__(self, engine: Engine, dry_run: bool, commit_lines: Optional[int]):
         self.engine, self.dry_run = engine, dry_run
         self.lines = 0
         self.started = 0.0
-        self.commit_lines = commit_lines
+        lines, self.turn_seconds = engine.ingest_commits or (COMMIT_LINES, TURN_SECONDS)
+        self.commit_lines = commit_lines or lines
 
     def ensure(self) -> None:
         if not self.engine.in_write():
@@ -236,7 +255,8 @@ class _Transactions:
         self.lines += lines
         if not self.dry_run and (self.lines >= self.commit_lines or time.monotonic() - self.started >= COMMIT_SECONDS):
             self.commit()
-            time.sleep(TURN_SECONDS)
+            if self.turn_seconds:
+                time.sleep(self.turn_seconds)
 
     def commit(self) -> None:
         self.engine.commit()
@@ -247,7 +267,7 @@ class _Transactions:
         self.engine.forget_uncommitted()
 
 
-def _run(engine: Engine, sources, options, progress, rejects, lines_per_commit: int, context=None) -> IngestSummary:
+def _run(engine: Engine, sources, options, progress, rejects, lines_per_commit: Optional[int], context=None) -> IngestSummary:
     summary = IngestSummary(dry_run=options.dry_run, skipped=None if context is None else 0)
     policy = IngestPolicy(options.extra_mode, options.allow_future)
     transactions = _Transactions(engine, options.dry_run, lines_per_commit)
@@ -272,7 +292,8 @@ def _run(engine: Engine, sources, options, progress, rejects, lines_per_commit: 
                 if kind == "batch":
                     _, _, bytes_read, items = message
                     stamp = now_us()
-                    outcome = _write_batch(engine, segment_for(index), source.label, items, policy, stamp)
+                    outcome = _write_batch(engine, transactions, segment_for(index), source.label, items, policy,
+                                           stamp)
                     _tally(summary, outcome, rejects)
                     transactions.wrote(len(items))
                     if progress is not None:
@@ -303,12 +324,31 @@ def _run(engine: Engine, sources, options, progress, rejects, lines_per_commit: 
     return summary
 
 
-def _write_batch(engine: Engine, segment_id: int, label: str, items: list, policy: IngestPolicy,
-                 now: int) -> ingest_rules.Decisions:
-    """Decide a batch against what the ledger holds, then have the engine persist the decisions."""
-    decisions = ingest_rules.decide(label, items, ingest_rules.lookups(engine, items), policy, now)
-    ingest_rules.overflowed(decisions, label, engine.persist_batch(segment_id, decisions, now))
-    return decisions
+def _write_batch(engine: Engine, transactions: _Transactions, segment_id: int, label: str, items: list,
+                 policy: IngestPolicy, now: int) -> ingest_rules.Decisions:
+    """Decide a batch against what the ledger holds, then have the engine persist the decisions.
+
+    A batch that lost a race with another writer is decided again (see the module docstring).
+    """
+    for attempt in range(1, RACE_ATTEMPTS + 1):
+        decisions = ingest_rules.decide(label, items, ingest_rules.lookups(engine, items), policy, now)
+        try:
+            refused = engine.persist_batch(segment_id, decisions, now)
+        except BatchRaced as race:
+            if attempt == RACE_ATTEMPTS:
+                raise CannotRun(f"{label}: other writers kept changing the ledger under this batch"
+                                f" ({race}) after {RACE_ATTEMPTS} attempts",
+                                hint="committed batches are kept; run the ingest again") from None
+            if race.deadlocked:
+                if not transactions.dry_run:
+                    transactions.commit()
+                    transactions.ensure()
+                # Jittered, growing: the same two writers must not collide again in step.
+                time.sleep(min(1.0, RACE_BACKOFF_S * attempt) * random.random())
+            continue
+        ingest_rules.overflowed(decisions, label, refused)
+        return decisions
+    raise AssertionError("unreachable")
 
 
 def _tally(summary: IngestSummary, outcome: ingest_rules.Decisions, rejects: Optional[TextIO]) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Optional
 
-from usagebox_cli.engines.base import Engine
+from usagebox_cli.engines.base import BatchRaced, Engine
 from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
 from usagebox_cli.engines.postgres import connection, ledger_copy, migrations, writer
 from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, POSTGRES, SERIES_COLUMNS, event_rows_sql, grains
@@ -51,8 +51,17 @@ class SqlResult:
     rows: Iterator[tuple]
 
 
+class _Undo(Exception):
+    """Rolls back a batch's savepoint when the batch lost a race (turned into ``BatchRaced``)."""
+
+
 class PostgresEngine(Engine):
     """The methods of ``Engine`` over one autocommit psycopg connection."""
+
+    # Every batch its own transaction, no pause: a batch's rollup cells stay row-locked until commit, so a
+    # transaction spanning batches makes concurrent writers queue behind it and lock cells crosswise
+    # (deadlocks), while a commit here costs one WAL flush, not SQLite's page rewrites.
+    ingest_commits = (1, 0.0)
 
     def __init__(self, conn, db: str):
         self.conn = conn
@@ -187,18 +196,36 @@ class PostgresEngine(Engine):
         conflicts = [writer.Conflict(event_id, existing, incoming, differences, segment_id, line, detected)
                      for event_id, existing, incoming, differences, line in decisions.conflicts]
         counts = decisions.counts
-        result = writer.persist(self.conn, rows, conflicts,
-                                writer.SegmentCounts(segment_id, decisions.lines, counts.duplicates, counts.conflicts,
-                                                     counts.rejected),
-                                self._cache, self._made)
-        if result.lost or result.closed:
-            # Another host stored these events (or closed their month) after this batch judged them; the
-            # whole uncommitted run is rolled back by the caller, and running it again judges them anew.
-            raise CannotRun(f"another writer stored or closed {len(result.lost) + len(result.closed)} of this batch's"
-                            " events at the same moment; this run's uncommitted batches were rolled back",
-                            hint="run the ingest again: what is stored now is skipped as duplicates")
+        psycopg = connection.import_driver()
+        made_before = set(self._made)
+        try:
+            # A savepoint: a race undoes this batch only, never the earlier batches of the transaction.
+            with self.conn.transaction():
+                result = writer.persist(self.conn, rows, conflicts,
+                                        writer.SegmentCounts(segment_id, decisions.lines, counts.duplicates,
+                                                             counts.conflicts, counts.rejected),
+                                        self._cache, self._made)
+                if result.lost or result.closed:
+                    # Another writer stored these events (or closed their month) after this batch read the
+                    # ledger; the INSERT waited for it to commit, so reading again now sees what it stored.
+                    raise _Undo(f"another writer stored or closed {len(result.lost) + len(result.closed)}"
+                                " of this batch's events first")
+        except _Undo as undo:
+            self._forget_made_since(made_before)
+            raise BatchRaced(str(undo)) from None
+        except psycopg.errors.OperationalError as exc:
+            if exc.sqlstate not in connection.RETRIED_SQLSTATES:
+                raise
+            self._forget_made_since(made_before)
+            raise BatchRaced(f"the server aborted this batch to let another writer through ({exc.sqlstate})",
+                             deadlocked=True) from None
         position = {id(row): n for n, row in enumerate(rows)}
         return sorted(position[id(row)] for row in result.overflowed)
+
+    def _forget_made_since(self, before: set) -> None:
+        """Series ids the undone batch made are gone with it."""
+        for key in set(self._made) - before:
+            del self._made[key]
 
     def forget_uncommitted(self) -> None:
         self._made.clear()

@@ -19,7 +19,8 @@ the period lock what another host may have changed meanwhile:
 4. a row whose rollup cell would overflow BIGINT makes the statement fail; the
    batch is then inserted row by row under savepoints, so only that row is
    refused (``overflowed``) and the rest is stored, as on SQLite;
-5. the conflict log (the same incoming payload logged once) and the
+5. the conflict log (the same incoming payload logged once, also when two
+   writers log it at the same moment: a per-event_id advisory lock) and the
    segment's counters, with ``accepted`` as actually inserted.
 
 The whole batch is one transaction; a deadlock or a serialization failure
@@ -88,6 +89,9 @@ _STAGE_COLUMNS = ("ord", "event_id", "series_id", "base_id", "account_id", "quan
                   "correction_ref", "segment_id", "line", "ingested_us", "fingerprint")
 _STAGE_TYPES = ("int4", "text", "int8", "int8", "text", "int8", "int8", "int2", "text", "int8", "int8", "int8", "int8")
 _STAGE = "ub_stage"
+# The first key of the two-key advisory locks that serialise logging a conflict per event_id ("UBCF");
+# two-key locks never collide with the one-key PERIOD_LOCK.
+CONFLICT_LOCK_CLASS = 0x55424346
 
 _MOVE = f"""
 INSERT INTO usagebox.events (event_id, series_id, base_id, quantity, ts_us, kind, correction_ref, segment_id,
@@ -140,6 +144,12 @@ def persist(conn, rows: Sequence[Row], conflicts: Sequence[Conflict], counts: Op
         if len(inserted) + len(overflowed) < len(rows):
             _sort_missing(conn, rows, inserted, set(overflowed), result)
     if conflicts:
+        # Two writers logging the same incoming payload at once would both find it absent (each statement
+        # sees only what is committed): a lock per event_id, held to commit, makes the second one wait and
+        # then see the first one's row.  Taken in one sorted order, so two batches do not lock crosswise.
+        conn.execute("SELECT pg_advisory_xact_lock(%s, k) FROM"
+                     " (SELECT DISTINCT hashtext(id) AS k FROM unnest(%s::text[]) AS id ORDER BY k) keys",
+                     (CONFLICT_LOCK_CLASS, [c.event_id for c in conflicts]))
         conn.cursor().executemany(
             "INSERT INTO usagebox.conflicts (event_id, existing, incoming, differences, segment_id, line, detected_at)"
             " SELECT %(event_id)s, %(existing)s, %(incoming)s, %(differences)s, %(segment_id)s, %(line)s, %(detected_at)s"
