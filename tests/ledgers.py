@@ -50,7 +50,8 @@ def is_postgres(db: str) -> bool:
 class LedgerSQL:
     """Read-only SQL on a ledger's own tables, on either engine: ``rows("SELECT … WHERE x = ?", (1,))``."""
 
-    def __init__(self, db: str):
+    def __init__(self, db: str, recover: bool = False):
+        """``recover``: on SQLite, a read-write connection, which recovers a crashed writer's WAL as the next writer would."""
         self.db = str(db)
         self.postgres = is_postgres(self.db)
         if self.postgres:
@@ -61,7 +62,8 @@ class LedgerSQL:
         else:
             import sqlite3
 
-            self.conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+            target, uri = (self.db, False) if recover else (f"file:{self.db}?mode=ro", True)
+            self.conn = sqlite3.connect(target, uri=uri, timeout=30)
 
     def rows(self, sql: str, params=()) -> list[tuple]:
         if self.postgres:
