@@ -66,9 +66,12 @@ class LedgerSQL:
             self.conn = sqlite3.connect(target, uri=uri, timeout=30)
 
     def rows(self, sql: str, params=()) -> list[tuple]:
+        params = tuple(params)
         if self.postgres:
-            sql = re.sub(r"\?", "%s", sql)
-        return [tuple(row) for row in self.conn.execute(sql, tuple(params)).fetchall()]
+            if not params:  # without parameters psycopg sends the text as it is: a '%' is just a '%'
+                return [tuple(row) for row in self.conn.execute(sql).fetchall()]
+            sql = re.sub(r"\?", "%s", sql.replace("%", "%%"))
+        return [tuple(row) for row in self.conn.execute(sql, params).fetchall()]
 
     def one(self, sql: str, params=()) -> tuple:
         (row,) = self.rows(sql, params)
