@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from ledgers import ENGINES, Ledgers
 from pgcluster import pg_ledger, pg_server  # noqa: F401  (shared PostgreSQL fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +213,22 @@ def run_cli_inprocess(args, *, db: Path | None = None, input: str | bytes | None
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "usage.db"
+
+
+@pytest.fixture(scope="session")
+def ledgers(request) -> Ledgers:
+    """Fresh ledgers on either engine (``tests/ledgers.py``): ``with ledgers.fresh("postgres") as db: ...``."""
+    return Ledgers(request)
+
+
+@pytest.fixture(params=ENGINES)
+def ledger(request, ledgers: Ledgers, tmp_path: Path) -> str:
+    """The ``--db`` of a ledger not yet created, once on SQLite and once on PostgreSQL (SPEC §11).
+
+    A module runs its ``cli``/``cli_inprocess`` tests on both engines by
+    overriding ``db`` with it: ``@pytest.fixture`` ``def db(ledger): return ledger``.
+    """
+    return ledgers.empty(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -121,13 +121,18 @@ class Cluster:
             return f"postgresql://{SUPERUSER}@{host}:{self.port}/{dbname}"
         return f"host={self.root} port={self.port} user={SUPERUSER} dbname={dbname}"
 
-    def database(self) -> str:
-        """A fresh, empty database; returns its name."""
+    def database(self, template: str | None = None) -> str:
+        """A fresh, empty database, or a copy of ``template``; returns its name.
+
+        A copy is made with ``STRATEGY FILE_COPY``: for a small database on a
+        server without fsync it is about twice as fast as the WAL_LOG default.
+        """
         import psycopg
 
         name = f"t{os.getpid()}_{next(self._names)}"
+        copy = "" if template is None else f' TEMPLATE "{template}" STRATEGY FILE_COPY'
         with psycopg.connect(self.conninfo(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return name
 
 

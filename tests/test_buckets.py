@@ -9,6 +9,9 @@ several time buckets.  The explicit tests pin the reported bugs: the
 half-hour edge double count (Kolkata, Kathmandu), Lord Howe's 30-minute DST
 start, the cross-tab of two time buckets, unknown keys, the year 9999, and
 bucket work that follows the data rather than the window's length.
+
+The property and the CLI cases run on both engines (the ``ledger``
+fixture, SPEC §11); the two that count SQLite statements are SQLite's own.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledgers import ENGINES, examples
 from tests.conftest import write_ndjson
 from tests.test_read_properties import (
     DIM_KEYS, FIRST_CLASS, TIME_KEYS, Ev, _ev, build_database, check, event_sets, iso,
@@ -89,41 +93,46 @@ def zone_cases(draw):
     return name, tz, anchor + draw(st.integers(-3 * HOUR, 3 * HOUR))
 
 
-@settings(max_examples=int(os.environ.get("BUCKET_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data(), case=zone_cases(), events=event_sets())
-def test_buckets_in_any_zone_equal_zoneinfo_applied_to_each_event(data, case, events):
-    name, tz, anchor = case
-    base = us("2026-06-29T00:00:00Z")
-    events = moved(events, anchor - base - 36 * HOUR)  # the generated three days now straddle the anchor
-    times = sorted({ev.ts_us for ev in events})
-    edge = st.one_of(st.integers(anchor - 40 * HOUR, anchor + 40 * HOUR),
-                     st.integers(-40, 40).map(lambda h: anchor - anchor % HOUR + h * HOUR + 30 * 60 * US),
-                     *( [st.sampled_from(times)] if times else []))
-    carried = {key for ev in events for key in ev.dimensions}
-    with tempfile.TemporaryDirectory() as directory:
-        conn = build_database(directory, events)
-        try:
-            for _ in range(data.draw(st.integers(1, 3), label="queries")):
-                a, b = data.draw(edge, label="from"), data.draw(edge, label="to")
-                window = Window(min(a, b), max(a, b), name)
-                keys = [k for k in FIRST_CLASS + DIM_KEYS if k not in DIM_KEYS or k in carried]
-                group_by = data.draw(st.lists(st.sampled_from(TIME_KEYS), unique=True, min_size=1, max_size=3), label="buckets")
-                group_by += data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=1), label="keys")
-                group_by = data.draw(st.permutations(group_by), label="order")
-                check(conn, events, window, None, group_by, {}, tz)
-                for key in group_by:
-                    report, errors = verify(conn, None, window, key)
-                    assert errors == [] and report["ok"], report
-        finally:
-            conn.close()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_buckets_in_any_zone_equal_zoneinfo_applied_to_each_event(ledgers, engine):
+    @settings(max_examples=examples(engine, int(os.environ.get("BUCKET_EXAMPLES", "40"))), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(data=st.data(), case=zone_cases(), events=event_sets())
+    def buckets_equal_zoneinfo(data, case, events):
+        name, tz, anchor = case
+        base = us("2026-06-29T00:00:00Z")
+        events = moved(events, anchor - base - 36 * HOUR)  # the generated three days now straddle the anchor
+        times = sorted({ev.ts_us for ev in events})
+        edge = st.one_of(st.integers(anchor - 40 * HOUR, anchor + 40 * HOUR),
+                         st.integers(-40, 40).map(lambda h: anchor - anchor % HOUR + h * HOUR + 30 * 60 * US),
+                         *( [st.sampled_from(times)] if times else []))
+        carried = {key for ev in events for key in ev.dimensions}
+        with tempfile.TemporaryDirectory() as directory, ledgers.fresh(engine) as db:
+            conn = build_database(db, directory, events)
+            try:
+                for _ in range(data.draw(st.integers(1, 3), label="queries")):
+                    a, b = data.draw(edge, label="from"), data.draw(edge, label="to")
+                    window = Window(min(a, b), max(a, b), name)
+                    keys = [k for k in FIRST_CLASS + DIM_KEYS if k not in DIM_KEYS or k in carried]
+                    group_by = data.draw(st.lists(st.sampled_from(TIME_KEYS), unique=True, min_size=1, max_size=3), label="buckets")
+                    group_by += data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=1), label="keys")
+                    group_by = data.draw(st.permutations(group_by), label="order")
+                    check(conn, events, window, None, group_by, {}, tz)
+                    for key in group_by:
+                        report, errors = verify(conn, None, window, key)
+                        assert errors == [] and report["ok"], report
+            finally:
+                conn.close()
+
+    buckets_equal_zoneinfo()
 
 
-def test_verify_reports_drift_when_the_planner_splits_wrongly(tmp_path, monkeypatch):
+def test_verify_reports_drift_when_the_planner_splits_wrongly(ledger, tmp_path, monkeypatch):
     # The raw side of verify must not share the planner's splitting: break the splitting and verify must notice.
     from usagebox_cli import timewindow
 
     events = [_ev(1, "acct_a", "1", "2026-06-01T18:10:00Z"), _ev(2, "acct_a", "10", "2026-06-01T18:40:00Z")]
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(ledger, str(tmp_path), events)
     window = Window(us("2026-06-01T18:20:00Z"), us("2026-06-01T21:00:00Z"), "Asia/Kolkata")
     report, errors = verify(conn, None, window, "hour")
     assert errors == [] and report["raw_sum"] == 10 and report["rollup_sum"] == 10
@@ -136,10 +145,17 @@ def test_verify_reports_drift_when_the_planner_splits_wrongly(tmp_path, monkeypa
 
 
 # ---------------------------------------------------------------------------
-# explicit cases through the CLI
+# explicit cases through the CLI, on both engines
 
-def ingest_lines(cli, tmp_path, lines, *flags):
-    result = cli("ingest", write_ndjson(tmp_path / "events.ndjson", lines), "--json", *flags)
+
+@pytest.fixture
+def db(ledger):
+    """``cli_inprocess`` here runs against a SQLite file and a PostgreSQL database in turn."""
+    return ledger
+
+
+def ingest_lines(cli_inprocess, tmp_path, lines, *flags):
+    result = cli_inprocess("ingest", write_ndjson(tmp_path / "events.ndjson", lines), "--json", *flags)
     assert result.returncode == 0, result
     return result
 
@@ -150,10 +166,10 @@ def ev(n, quantity, when, **fields):
     return record
 
 
-def groups(cli, *args):
+def groups(cli_inprocess, *args):
     docs = []
     for source in ("rollup", "raw"):
-        result = cli("usage", "acct", *args, "--source", source, "--json")
+        result = cli_inprocess("usage", "acct", *args, "--source", source, "--json")
         assert result.returncode == 0, result
         docs.append(result.json()["groups"])
     assert docs[0] == docs[1]
@@ -164,55 +180,55 @@ def groups(cli, *args):
     ("Asia/Kolkata", "2026-06-02T00:00:00+05:30"),
     ("Asia/Kathmandu", "2026-06-02T00:00:00+05:45"),
 ])
-def test_half_hour_zone_window_edges_count_each_event_once(cli, tmp_path, zone, label):
-    ingest_lines(cli, tmp_path, [ev(1, 1, "2026-06-01T18:10:00Z"), ev(2, 10, "2026-06-01T18:40:00Z")])
-    assert groups(cli, "--from", "2026-06-01T18:20:00Z", "--to", "2026-06-01T21:00:00Z", "--tz", zone,
+def test_half_hour_zone_window_edges_count_each_event_once(cli_inprocess, tmp_path, zone, label):
+    ingest_lines(cli_inprocess, tmp_path, [ev(1, 1, "2026-06-01T18:10:00Z"), ev(2, 10, "2026-06-01T18:40:00Z")])
+    assert groups(cli_inprocess, "--from", "2026-06-01T18:20:00Z", "--to", "2026-06-01T21:00:00Z", "--tz", zone,
                   "--group-by", "hour") == [{"hour": label, "sum": 10, "count": 1}]
-    result = cli("verify", "--from", "2026-06-01T18:20:00Z", "--to", "2026-06-01T21:00:00Z", "--tz", zone,
+    result = cli_inprocess("verify", "--from", "2026-06-01T18:20:00Z", "--to", "2026-06-01T21:00:00Z", "--tz", zone,
                  "--group-by", "hour", "--json")
     assert result.returncode == 0 and result.json()["raw_sum"] == 10, result
 
 
-def test_lord_howe_dst_start_makes_a_half_hour_bucket_not_a_90_minute_one(cli, tmp_path):
+def test_lord_howe_dst_start_makes_a_half_hour_bucket_not_a_90_minute_one(cli_inprocess, tmp_path):
     # 2026-10-04: Lord Howe goes from +10:30 to +11:00 at 02:00 local (15:30Z); 02:00-02:30 never happens.
-    ingest_lines(cli, tmp_path, [
+    ingest_lines(cli_inprocess, tmp_path, [
         ev(1, 1, "2026-10-03T15:00:00Z"),   # 01:30+10:30
         ev(2, 10, "2026-10-03T15:45:00Z"),  # 02:45+11:00
         ev(3, 100, "2026-10-03T16:10:00Z"),  # 03:10+11:00
     ])
-    assert groups(cli, "--from", "2026-10-04", "--to", "2026-10-05", "--tz", "Australia/Lord_Howe", "--group-by", "hour") == [
+    assert groups(cli_inprocess, "--from", "2026-10-04", "--to", "2026-10-05", "--tz", "Australia/Lord_Howe", "--group-by", "hour") == [
         {"hour": "2026-10-04T01:00:00+10:30", "sum": 1, "count": 1},
         {"hour": "2026-10-04T02:00:00+11:00", "sum": 10, "count": 1},
         {"hour": "2026-10-04T03:00:00+11:00", "sum": 100, "count": 1},
     ]
 
 
-def test_two_time_buckets_make_a_cross_tab_in_time_order(cli, tmp_path):
-    ingest_lines(cli, tmp_path, [
+def test_two_time_buckets_make_a_cross_tab_in_time_order(cli_inprocess, tmp_path):
+    ingest_lines(cli_inprocess, tmp_path, [
         ev(1, 5, "2026-06-01T23:10:00Z", model_id="a"), ev(2, 7, "2026-06-01T23:20:00Z", model_id="b"),
         ev(3, 1, "2026-06-02T00:30:00Z", model_id="a"), ev(4, 2, "2026-06-08T09:00:00Z", model_id="a"),
     ])
-    assert groups(cli, "--from", "2026-06-01", "--to", "2026-06-09", "--group-by", "day", "--group-by", "hour",
+    assert groups(cli_inprocess, "--from", "2026-06-01", "--to", "2026-06-09", "--group-by", "day", "--group-by", "hour",
                   "--group-by", "model_id") == [
         {"day": "2026-06-01", "hour": "2026-06-01T23:00:00Z", "model_id": "b", "sum": 7, "count": 1},
         {"day": "2026-06-01", "hour": "2026-06-01T23:00:00Z", "model_id": "a", "sum": 5, "count": 1},
         {"day": "2026-06-02", "hour": "2026-06-02T00:00:00Z", "model_id": "a", "sum": 1, "count": 1},
         {"day": "2026-06-08", "hour": "2026-06-08T09:00:00Z", "model_id": "a", "sum": 2, "count": 1},
     ]
-    assert groups(cli, "--from", "2026-06-01", "--to", "2026-06-09", "--group-by", "week", "--group-by", "month") == [
+    assert groups(cli_inprocess, "--from", "2026-06-01", "--to", "2026-06-09", "--group-by", "week", "--group-by", "month") == [
         {"week": "2026-W23", "month": "2026-06", "sum": 13, "count": 3},
         {"week": "2026-W24", "month": "2026-06", "sum": 2, "count": 1},
     ]
 
 
-def test_week_buckets_are_iso_weeks_starting_monday_in_the_zone(cli, tmp_path):
+def test_week_buckets_are_iso_weeks_starting_monday_in_the_zone(cli_inprocess, tmp_path):
     # 2026-06-07 is a Sunday: 22:00Z Sunday is Monday 00:00 in Berlin (+02:00), so week 24 there.
-    ingest_lines(cli, tmp_path, [ev(1, 1, "2026-06-07T21:59:59Z"), ev(2, 2, "2026-06-07T22:00:00Z"),
+    ingest_lines(cli_inprocess, tmp_path, [ev(1, 1, "2026-06-07T21:59:59Z"), ev(2, 2, "2026-06-07T22:00:00Z"),
                                  ev(3, 4, "2021-01-03T12:00:00Z")])
-    assert groups(cli, "--from", "2026-06-01", "--to", "2026-06-15", "--tz", "Europe/Berlin", "--group-by", "week") == [
+    assert groups(cli_inprocess, "--from", "2026-06-01", "--to", "2026-06-15", "--tz", "Europe/Berlin", "--group-by", "week") == [
         {"week": "2026-W23", "sum": 1, "count": 1}, {"week": "2026-W24", "sum": 2, "count": 1},
     ]
-    result = cli("query", "--json-text", json.dumps({"account_id": "acct", "from": "2021-01-01", "to": "2021-01-05",
+    result = cli_inprocess("query", "--json-text", json.dumps({"account_id": "acct", "from": "2021-01-01", "to": "2021-01-05",
                                                     "group_by": ["week"]}), "--json")
     assert result.json()["groups"] == [{"week": "2020-W53", "sum": 4, "count": 1}]  # ISO year of 2021-01-03
 
@@ -222,18 +238,18 @@ def test_week_buckets_are_iso_weeks_starting_monday_in_the_zone(cli, tmp_path):
     (["--filter", "regoin=eu"], "Error: unknown key 'regoin'; did you mean region?"),
     (["--group-by", "dya"], "Error: unknown key 'dya'; did you mean day?"),
 ])
-def test_a_key_no_event_carries_is_refused_naming_the_closest_known_key(cli, tmp_path, flags, message):
-    ingest_lines(cli, tmp_path, [ev(1, 1, "2026-06-01T10:00:00Z", model_id="a", dimensions={"region": "eu"})])
-    result = cli("usage", "acct", "--from", "2026-06-01", "--to", "2026-06-02", *flags, "--json")
+def test_a_key_no_event_carries_is_refused_naming_the_closest_known_key(cli_inprocess, tmp_path, flags, message):
+    ingest_lines(cli_inprocess, tmp_path, [ev(1, 1, "2026-06-01T10:00:00Z", model_id="a", dimensions={"region": "eu"})])
+    result = cli_inprocess("usage", "acct", "--from", "2026-06-01", "--to", "2026-06-02", *flags, "--json")
     assert (result.returncode, result.stderr.strip(), result.stdout) == (2, message, "")
 
 
-def test_a_known_dimension_key_absent_from_the_window_is_a_null_group(cli, tmp_path):
-    ingest_lines(cli, tmp_path, [ev(1, 1, "2026-06-01T10:00:00Z"),
+def test_a_known_dimension_key_absent_from_the_window_is_a_null_group(cli_inprocess, tmp_path):
+    ingest_lines(cli_inprocess, tmp_path, [ev(1, 1, "2026-06-01T10:00:00Z"),
                                  ev(2, 2, "2026-05-01T10:00:00Z", dimensions={"region": "eu"})])
-    assert groups(cli, "--from", "2026-06-01", "--to", "2026-06-02", "--group-by", "region") == [
+    assert groups(cli_inprocess, "--from", "2026-06-01", "--to", "2026-06-02", "--group-by", "region") == [
         {"region": None, "sum": 1, "count": 1}]
-    result = cli("verify", "--from", "2026-06-01", "--to", "2026-06-02", "--group-by", "regio", "--json")
+    result = cli_inprocess("verify", "--from", "2026-06-01", "--to", "2026-06-02", "--group-by", "regio", "--json")
     assert (result.returncode, result.stderr.strip()) == (2, "Error: unknown key 'regio'; did you mean region?")
 
 
@@ -243,28 +259,28 @@ def test_a_known_dimension_key_absent_from_the_window_is_a_null_group(cli, tmp_p
 LAST = "9999-12-31T23:59:59.999999Z"
 
 
-def test_events_in_the_last_instants_of_9999_are_reachable_and_nothing_raises(cli, tmp_path):
-    ingest_lines(cli, tmp_path, [ev(1, 1, "9999-12-31T12:00:00Z"), ev(2, 2, LAST)], "--allow-future")
-    assert groups(cli, "--period", "9999-12") == [{"sum": 3, "count": 2}]
-    assert groups(cli, "--from", "9999-12-31T23:00:00Z", "--to", "10000-01-01") == [{"sum": 2, "count": 1}]
-    doc = cli("usage", "acct", "--period", "9999-12", "--json").json()
+def test_events_in_the_last_instants_of_9999_are_reachable_and_nothing_raises(cli_inprocess, tmp_path):
+    ingest_lines(cli_inprocess, tmp_path, [ev(1, 1, "9999-12-31T12:00:00Z"), ev(2, 2, LAST)], "--allow-future")
+    assert groups(cli_inprocess, "--period", "9999-12") == [{"sum": 3, "count": 2}]
+    assert groups(cli_inprocess, "--from", "9999-12-31T23:00:00Z", "--to", "10000-01-01") == [{"sum": 2, "count": 1}]
+    doc = cli_inprocess("usage", "acct", "--period", "9999-12", "--json").json()
     assert (doc["from"], doc["to"]) == ("9999-12-01T00:00:00Z", "10000-01-01T00:00:00Z")
     # Local 10000-01-01 (Kolkata) exists for its first 5.5 hours; --to 10000-01-01T00:00:00Z is the end of time.
-    assert groups(cli, "--from", "9999-12-31", "--to", "10000-01-01T00:00:00Z", "--tz", "Asia/Kolkata", "--group-by", "day", "--group-by", "week") == [
+    assert groups(cli_inprocess, "--from", "9999-12-31", "--to", "10000-01-01T00:00:00Z", "--tz", "Asia/Kolkata", "--group-by", "day", "--group-by", "week") == [
         {"day": "9999-12-31", "week": "9999-W52", "sum": 1, "count": 1},
         {"day": "10000-01-01", "week": "9999-W52", "sum": 2, "count": 1},
     ]
-    assert groups(cli, "--period", "9999-12", "--tz", "America/New_York", "--group-by", "hour", "--group-by", "month") == [
+    assert groups(cli_inprocess, "--period", "9999-12", "--tz", "America/New_York", "--group-by", "hour", "--group-by", "month") == [
         {"hour": "9999-12-31T07:00:00-05:00", "month": "9999-12", "sum": 1, "count": 1},
         {"hour": "9999-12-31T18:00:00-05:00", "month": "9999-12", "sum": 2, "count": 1},
     ]
     for args in (["verify", "--period", "9999-12", "--group-by", "day", "--tz", "Pacific/Kiritimati"],
                  ["close-period", "acct", "9999-12", "--force"], ["period", "acct", "9999-12"],
                  ["verify", "--period", "9999-12"], ["explain", "acct", "--period", "9999-12"]):
-        result = cli(*args, "--json")
+        result = cli_inprocess(*args, "--json")
         assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result)
-    assert cli("period", "acct", "9999-12", "--json").json()["frozen"]["quantity"] == 3
-    assert cli("explain", "acct", "--period", "9999-12", "--json").json()["total"] == {"sum": 3, "count": 2}
+    assert cli_inprocess("period", "acct", "9999-12", "--json").json()["frozen"]["quantity"] == 3
+    assert cli_inprocess("explain", "acct", "--period", "9999-12", "--json").json()["total"] == {"sum": 3, "count": 2}
 
 
 # ---------------------------------------------------------------------------
@@ -275,7 +291,7 @@ def test_hourly_buckets_over_the_whole_calendar_do_not_walk_the_window(tmp_path,
 
     events = [_ev(n, "acct_a", str(n + 1), when) for n, when in enumerate(
         ["1970-01-01T00:00:00Z", "2026-06-01T18:40:00Z", "2026-06-01T19:10:00Z", "9999-12-31T23:59:59.999999Z"])]
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(str(tmp_path / "usage.db"), str(tmp_path), events)
     calls = {"offset": 0, "sql": 0}
     real = timewindow.offset_us
 

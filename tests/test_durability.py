@@ -2,7 +2,8 @@
 
 - An ingest SIGKILLed at any moment leaves a sound database (integrity ok,
   rollups equal the raw events), and running it again gives exactly the
-  totals of one clean run (SPEC §3, Durability).
+  totals of one clean run (SPEC §3, Durability), on SQLite and on
+  PostgreSQL (SPEC §11).
 - Several ingests and readers at once: every event counted once, no
   "database is locked" reaching anyone.
 - The database file is in WAL mode.
@@ -29,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
+from ledgers import ENGINES, LedgerSQL, is_postgres
 
 SCALE = 1_000_000
 ACCOUNTS = ["acct_alpha", "acct_beta", "acct_gamma", "acct_delta"]
@@ -164,33 +166,42 @@ def peek(db: Path, sql: str):
         conn.close()
 
 
-class Watch:
-    """Polls a running ingest's database through one read-only connection (cheap queries only)."""
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    psycopg = sys.modules.get("psycopg")
+    return errors + ((psycopg.Error,) if psycopg is not None else ())
 
-    def __init__(self, db: Path):
+
+class Watch:
+    """Polls a running ingest's ledger (either engine) through one read-only connection (cheap queries only)."""
+
+    def __init__(self, db):
         self.db = db
-        self.conn: sqlite3.Connection | None = None
+        self.store: LedgerSQL | None = None
 
     def value(self, sql: str):
-        if self.conn is None:
-            if not self.db.exists():
+        if self.store is None:
+            if not is_postgres(str(self.db)) and not Path(self.db).exists():
                 return None
             try:
-                self.conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
-            except sqlite3.Error:
+                self.store = LedgerSQL(self.db)
+            except _driver_errors():
                 return None
         try:
-            return self.conn.execute(sql).fetchone()[0]
-        except sqlite3.Error:
+            return self.store.value(sql)
+        except _driver_errors():
             return None  # schema not there yet
+
+    def has_table(self, name: str) -> bool:
+        return self.value("SELECT 1") == 1 and self.store.has_table(name)
 
     def committed(self) -> int:
         return self.value("SELECT max(seq) FROM events") or 0
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0, what: str = "condition") -> None:
@@ -214,59 +225,62 @@ def kill(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def check_consistent(db: Path, full: bool = True) -> tuple[int, int]:
-    """A sound database whose rollups equal its raw events; returns (sum, count) of events.
+def check_consistent(db, full: bool = True) -> tuple[int, int]:
+    """A sound ledger (either engine) whose rollups equal its raw events; returns (sum, count) of events.
 
-    ``full``: integrity_check and a per-(series, hour) recompute of the rollup; else
-    quick_check and the totals only.
+    ``full``: a per-(series, hour) recompute of the rollup, and on SQLite
+    integrity_check and foreign_key_check; else the totals only (and
+    quick_check).  PostgreSQL checks its pages as it reads them and enforces
+    its foreign keys itself, so there is no pragma to run there.
     """
-    conn = sqlite3.connect(db, timeout=30)
+    store = LedgerSQL(db, recover=True)
     try:
-        check = "integrity_check" if full else "quick_check"
-        assert conn.execute(f"PRAGMA {check}").fetchall() == [("ok",)]
-        events = conn.execute("SELECT coalesce(sum(quantity), 0), count(*) FROM events").fetchone()
-        rollup = conn.execute("SELECT coalesce(sum(quantity), 0), coalesce(sum(event_count), 0) FROM rollup_hourly").fetchone()
+        if not store.postgres:
+            check = "integrity_check" if full else "quick_check"
+            assert store.rows(f"PRAGMA {check}") == [("ok",)]
+        events = store.one("SELECT coalesce(sum(quantity), 0), count(*) FROM events")
+        events = (int(events[0]), events[1])  # PostgreSQL's sum(bigint) is numeric
+        rollup = store.one("SELECT coalesce(sum(quantity), 0), coalesce(sum(event_count), 0) FROM rollup_hourly")
         assert events == rollup
-        if conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'rollup_daily'").fetchone()[0]:
-            daily = conn.execute("SELECT coalesce(sum(quantity), 0), coalesce(sum(event_count), 0) FROM rollup_daily").fetchone()
+        if store.has_table("rollup_daily"):
+            daily = store.one("SELECT coalesce(sum(quantity), 0), coalesce(sum(event_count), 0) FROM rollup_daily")
             assert events == daily
         if not full:
             return events
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-        recomputed = conn.execute(
+        if not store.postgres:
+            assert store.rows("PRAGMA foreign_key_check") == []
+        recomputed = store.rows(
             "SELECT series_id, ts_us / 3600000000, sum(quantity), count(*), min(quantity), max(quantity)"
             " FROM events GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
-        stored = conn.execute(
+        )
+        stored = store.rows(
             "SELECT series_id, hour, quantity, event_count, min_quantity, max_quantity FROM rollup_hourly ORDER BY 1, 2"
-        ).fetchall()
+        )
         assert stored == recomputed
-        if conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'rollup_daily'").fetchone()[0]:
+        if store.has_table("rollup_daily"):
             # the daily rollup per base series, where the schema keeps one
-            daily = conn.execute(
+            daily = store.rows(
                 "SELECT base_id, day, quantity, event_count, min_quantity, max_quantity FROM rollup_daily ORDER BY 1, 2"
-            ).fetchall()
-            assert daily == conn.execute(
+            )
+            assert daily == store.rows(
                 "SELECT s.base_id, e.ts_us / 86400000000, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)"
                 " FROM events e JOIN series s USING (series_id) GROUP BY 1, 2 ORDER BY 1, 2"
-            ).fetchall()
-        assert conn.execute("SELECT DISTINCT typeof(quantity) FROM events").fetchall() in ([], [("integer",)])
+            )
+        # every stored quantity an exact integer (SQLite: no REAL or TEXT cell)
+        assert all(type(q) is int for (q,) in store.rows("SELECT DISTINCT quantity FROM events"))
         return events
     finally:
-        conn.close()
+        store.close()
 
 
-def stored_events(db: Path) -> dict:
-    conn = sqlite3.connect(db)
-    try:
+def stored_events(db) -> dict:
+    with LedgerSQL(db) as store:
         return {
             event_id: (account, quantity)
-            for event_id, account, quantity in conn.execute(
+            for event_id, account, quantity in store.rows(
                 "SELECT e.event_id, s.account_id, e.quantity FROM events e JOIN series s USING (series_id)"
             )
         }
-    finally:
-        conn.close()
 
 
 # -- crash safety ----------------------------------------------------------------
@@ -287,9 +301,17 @@ def test_big_file_recompute_is_exact(big_file):
     assert decimal_total * SCALE == big_file.total
 
 
-def _write_locked(db: Path) -> bool:
-    """True while another connection holds the write lock (the ingest is inside its transaction)."""
-    conn = sqlite3.connect(db, timeout=0, isolation_level=None)
+def _write_locked(watch: Watch) -> bool:
+    """True while the ingest is inside its write transaction.
+
+    SQLite: another connection holds the write lock.  PostgreSQL: a batch
+    holds the shared period lock (an advisory ShareLock, ``periods.guard_batch``)
+    from its first statement to its commit.
+    """
+    if is_postgres(str(watch.db)):
+        return bool(watch.value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock'"
+                                " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
+    conn = sqlite3.connect(watch.db, timeout=0, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
@@ -302,8 +324,8 @@ def _write_locked(db: Path) -> bool:
 
 def _kill_before_first_commit(watch, proc, big_file):
     """Kill inside the first (and, with this commit size, only) transaction."""
-    wait_for(lambda: watch.value("SELECT count(*) FROM sqlite_schema WHERE name = 'events'") == 1, proc, what="schema")
-    wait_for(lambda: _write_locked(watch.db), proc, what="the first transaction")
+    wait_for(lambda: watch.has_table("events"), proc, what="schema")
+    wait_for(lambda: _write_locked(watch), proc, what="the first transaction")
     assert watch.committed() == 0
     kill(proc)
 
@@ -323,13 +345,14 @@ def _kill_twice(watch, proc, big_file):
     kill(rerun)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
     "kill_at",
     [_kill_before_first_commit, _kill_after_first_commit, _kill_twice],
     ids=["before-first-commit", "after-first-commit", "killed-again-during-rerun"],
 )
-def test_killed_ingest_rerun_gives_exactly_the_totals_of_one_run(tmp_path, big_file, kill_at):
-    db = tmp_path / "crash.db"
+def test_killed_ingest_rerun_gives_exactly_the_totals_of_one_run(ledgers, tmp_path, big_file, kill_at, engine):
+    db = ledgers.empty(engine, tmp_path)  # not created yet: the killed ingest makes the schema
     # Before the first commit: one transaction for the whole file, so the kill cannot miss it.
     proc = start_ingest(db, big_file.path, commit_lines=10 * BIG_EVENTS if kill_at is _kill_before_first_commit else COMMIT_LINES)
     watch = Watch(db)
@@ -341,9 +364,9 @@ def test_killed_ingest_rerun_gives_exactly_the_totals_of_one_run(tmp_path, big_f
             proc.kill()
             proc.wait()
 
-    # Right after the crash (WAL not yet recovered by any writer) a read-only reader
-    # sees the committed batches, and what it sees is sound and partial only in
-    # whole transactions.
+    # Right after the crash (on SQLite: WAL not yet recovered by any writer) a
+    # read-only reader sees the committed batches, and what it sees is sound and
+    # partial only in whole transactions.
     seen = run_cli(["sql", "SELECT coalesce(sum(quantity_micros), 0) AS q, count(*) AS n FROM usage_events", "--json"], db=db)
     assert seen.returncode == 0, seen.stderr.decode()
     partial_sum, partial_count = check_consistent(db)
@@ -351,7 +374,8 @@ def test_killed_ingest_rerun_gives_exactly_the_totals_of_one_run(tmp_path, big_f
     assert partial_count < len(big_file.events)
     if kill_at is _kill_before_first_commit:
         assert partial_count == 0  # nothing of the killed transaction is visible
-        assert peek(db, "SELECT count(*) FROM segments") == 0
+        with LedgerSQL(db) as store:
+            assert store.value("SELECT count(*) FROM segments") == 0
     else:
         assert partial_count > 0
     partial = stored_events(db)

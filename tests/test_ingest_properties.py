@@ -14,6 +14,10 @@ says what each line's outcome must be, following SPEC §2-3:
   canonical payload is a duplicate, with a different one a conflict;
 - only a new event_id meets the policy checks (unknown fields, timestamps in
   the future, a Retraction's target) and is then accepted or rejected.
+
+Every property runs on both engines (SPEC §11), a fresh ledger per example;
+what is stored is read back with the tests' own SQL (``ledgers.LedgerSQL``),
+never through the engine under test.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Optional
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from ledgers import ENGINES, SCRATCH, LedgerSQL, examples
+from usagebox_cli.engines import open_engine
 from usagebox_cli.ops.ingest import IngestOptions, ingest
-from usagebox_cli.engines.sqlite.connection import connect
 
 # Shrinking a failing scenario re-runs ingests for minutes; the unshrunk example is
 # printed whole (files, plan), which is a complete reproduction.  Set
@@ -46,10 +52,6 @@ SETTINGS = settings(
     phases=PHASES,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-# Examples are about outcomes, not fsync: keep their throwaway databases in memory-backed
-# /dev/shm when there is one (an fsync there is free), else in the default temp folder.
-SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 US = 1_000_000
@@ -538,31 +540,32 @@ def summary_counts(summary) -> dict:
             "conflict": summary.conflicts, "rejected": summary.rejected}
 
 
-def stored_events(conn) -> dict[str, tuple]:
-    rows = conn.execute(
+def stored_events(store: LedgerSQL) -> dict[str, tuple]:
+    rows = store.rows(
         "SELECT e.event_id, s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, e.quantity, e.ts_us,"
-        " e.kind, s.kind, e.correction_ref, s.dimensions, typeof(e.quantity) FROM events e JOIN series s USING (series_id)"
-    ).fetchall()
+        " e.kind, s.kind, e.correction_ref, s.dimensions FROM events e JOIN series s USING (series_id)"
+    )
     found = {}
-    for event_id, account, meter, model, product, unit, quantity, ts_us, kind, series_kind, ref, dims, qtype in rows:
-        assert qtype == "integer" and kind == series_kind, (event_id, qtype, kind, series_kind)
+    for event_id, account, meter, model, product, unit, quantity, ts_us, kind, series_kind, ref, dims in rows:
+        # stored as an exact integer (SQLite: not a REAL or TEXT cell; PostgreSQL: bigint)
+        assert type(quantity) is int and kind == series_kind, (event_id, quantity, kind, series_kind)
         dims = None if dims is None else tuple(sorted(json.loads(dims).items()))
         found[event_id] = (account, meter, model, product, unit, quantity, ts_us, kind, ref, dims)
     return found
 
 
-def check_rollups(conn, stored: dict[str, tuple]) -> None:
+def check_rollups(store: LedgerSQL, stored: dict[str, tuple]) -> None:
     # 1. rollup_hourly equals a recompute from the events table, per (series_id, hour)
-    from_events = conn.execute(
+    from_events = store.rows(
         "SELECT series_id, ts_us / 3600000000, sum(quantity), count(*), min(quantity), max(quantity)"
         " FROM events GROUP BY 1, 2 ORDER BY 1, 2"
-    ).fetchall()
-    rollup = conn.execute(
+    )
+    rollup = store.rows(
         "SELECT series_id, hour, quantity, event_count, min_quantity, max_quantity FROM rollup_hourly ORDER BY 1, 2"
-    ).fetchall()
+    )
     assert rollup == from_events
-    assert {row[0] for row in conn.execute("SELECT DISTINCT typeof(quantity) FROM rollup_hourly")} <= {"integer"}
-    check_daily_rollup(conn)
+    assert all(type(value) is int for row in rollup for value in row)  # exact integers, never REAL or NUMERIC
+    check_daily_rollup(store)
     # 2. ... and the model's own recompute, keyed by the series' fields instead of its id
     expected = defaultdict(list)
     for payload in stored.values():
@@ -571,11 +574,11 @@ def check_rollups(conn, stored: dict[str, tuple]) -> None:
     expected_rows = sorted(
         ((key, (sum(values), len(values), min(values), max(values))) for key, values in expected.items()), key=repr
     )
-    got = conn.execute(
+    got = store.rows(
         "SELECT s.account_id, s.meter_id, s.model_id, s.product_id, s.unit, s.kind, s.dimensions, r.hour,"
         " r.quantity, r.event_count, r.min_quantity, r.max_quantity"
         " FROM rollup_hourly r JOIN series s USING (series_id)"
-    ).fetchall()
+    )
     got_rows = sorted((
         ((a, m, mo, p, u, k, None if d is None else tuple(sorted(json.loads(d).items())), h), (q, c, lo, hi))
         for a, m, mo, p, u, k, d, h, q, c, lo, hi in got
@@ -583,17 +586,17 @@ def check_rollups(conn, stored: dict[str, tuple]) -> None:
     assert got_rows == expected_rows
 
 
-def check_daily_rollup(conn) -> None:
+def check_daily_rollup(store: LedgerSQL) -> None:
     """Any further rollup the schema keeps (rollup_daily, per base series and UTC day) equals the events too."""
-    if not conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'rollup_daily'").fetchone()[0]:
+    if not store.has_table("rollup_daily"):
         return
-    from_events = conn.execute(
+    from_events = store.rows(
         "SELECT s.base_id, e.ts_us / 86400000000, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)"
         " FROM events e JOIN series s USING (series_id) GROUP BY 1, 2 ORDER BY 1, 2"
-    ).fetchall()
-    daily = conn.execute(
+    )
+    daily = store.rows(
         "SELECT base_id, day, quantity, event_count, min_quantity, max_quantity FROM rollup_daily ORDER BY 1, 2"
-    ).fetchall()
+    )
     assert daily == from_events
 
 
@@ -606,20 +609,20 @@ def decimal_quantity(model: Model, event_id: str) -> Decimal:
     return Decimal(value) if isinstance(value, (str, int)) else value
 
 
-def check_totals(conn, model: Model) -> None:
+def check_totals(store: LedgerSQL, model: Model) -> None:
     stored = model.stored
     total = sum(payload[5] for payload in stored.values())
     with decimal.localcontext(decimal.Context(prec=60, traps=[decimal.Inexact])):
         # a Decimal recompute over the first accepted occurrence of each event_id
         recomputed = sum((decimal_quantity(model, event_id) for event_id in stored), Decimal(0)) * SCALE
     assert recomputed == total
-    assert conn.execute("SELECT coalesce(sum(quantity), 0), count(*) FROM events").fetchone() == (total, len(stored))
-    assert conn.execute("SELECT coalesce(sum(quantity), 0), coalesce(sum(event_count), 0) FROM rollup_hourly").fetchone() == (total, len(stored))
+    assert store.one("SELECT coalesce(sum(quantity), 0), count(*) FROM events") == (total, len(stored))
+    assert store.one("SELECT coalesce(sum(quantity), 0), coalesce(sum(event_count), 0) FROM rollup_hourly") == (total, len(stored))
 
 
-def check_conflict_log(conn, expected: set) -> None:
+def check_conflict_log(store: LedgerSQL, expected: set) -> None:
     logged = set()
-    for event_id, incoming in conn.execute("SELECT event_id, incoming FROM conflicts"):
+    for event_id, incoming in store.rows("SELECT event_id, incoming FROM conflicts"):
         doc = json.loads(incoming, parse_float=Decimal)
         logged.add((event_id, _document_payload(doc)))
     assert logged == expected
@@ -635,11 +638,12 @@ def _document_payload(doc: dict) -> tuple:
             millionths, ts_us, kind, doc["correction_ref"], dims)
 
 
-def run_scenario(files, calls, styles, *, rerun_everything: bool = False) -> None:
+def run_scenario(db: str, files, calls, styles, *, rerun_everything: bool = False) -> None:
     with tempfile.TemporaryDirectory(dir=SCRATCH) as directory:
         directory = Path(directory)
         paths = write_files(directory, files, styles)
-        conn = connect(directory / "prop.db")
+        conn = open_engine(db)
+        store = LedgerSQL(db)
         try:
             model = Model()
             all_conflicts: set = set()
@@ -651,28 +655,28 @@ def run_scenario(files, calls, styles, *, rerun_everything: bool = False) -> Non
                 assert summary.accepted + summary.duplicates + summary.conflicts + summary.rejected == nonblank
                 assert summary_counts(summary) == expected_counts, (call, summary.errors)
                 assert [(e["source"], e["line"], e["event_id"], e["outcome"]) for e in summary.errors] == expected_errors
-                segments = conn.execute(
+                segments = store.rows(
                     "SELECT path, lines, accepted, duplicates, conflicts, rejected FROM segments"
                     f" WHERE segment_id IN ({','.join('?' * len(summary.segments))}) ORDER BY segment_id",
                     summary.segments,
-                ).fetchall()
+                )
                 assert segments == expected_files
                 all_conflicts.update(conflicts)
                 return summary
 
             for call in calls:
                 run_call(call)
-            check_totals(conn, model)
-            assert stored_events(conn) == model.stored
-            check_rollups(conn, model.stored)
-            check_conflict_log(conn, all_conflicts)
+            check_totals(store, model)
+            assert stored_events(store) == model.stored
+            check_rollups(store, model.stored)
+            check_conflict_log(store, all_conflicts)
 
             if rerun_everything:
                 everything = list(range(len(files)))
                 # A first re-run may still accept lines that were refused for a reason that
                 # has gone since (a Retraction read before its target); the model says so.
                 settled = run_call(everything)
-                totals = conn.execute("SELECT sum(quantity), count(*) FROM events").fetchone()
+                totals = store.one("SELECT sum(quantity), count(*) FROM events")
                 state = dict(model.stored)
                 # From then on, running the same files again accepts nothing: every line that was
                 # accepted or a duplicate is a duplicate, every conflict a conflict again (a line
@@ -695,43 +699,60 @@ def run_scenario(files, calls, styles, *, rerun_everything: bool = False) -> Non
                         assert again.errors == previous.errors
                     previous = again
                     assert model.stored == state
-                    assert conn.execute("SELECT sum(quantity), count(*) FROM events").fetchone() == totals
-                check_totals(conn, model)
-                assert stored_events(conn) == model.stored
-                check_rollups(conn, model.stored)
-                check_conflict_log(conn, all_conflicts)
+                    assert store.one("SELECT sum(quantity), count(*) FROM events") == totals
+                check_totals(store, model)
+                assert stored_events(store) == model.stored
+                check_rollups(store, model.stored)
+                check_conflict_log(store, all_conflicts)
         finally:
+            store.close()
             conn.close()
 
 
-@SETTINGS
-@given(scenarios())
-def test_every_line_has_one_outcome_and_each_event_id_counts_once(case):
-    files, calls, styles = case
-    run_scenario(files, calls, styles)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_line_has_one_outcome_and_each_event_id_counts_once(ledgers, engine):
+    @settings(SETTINGS, max_examples=examples(engine, SETTINGS.max_examples))
+    @given(scenarios())
+    def one_outcome_per_line(case):
+        files, calls, styles = case
+        with ledgers.fresh(engine) as db:
+            run_scenario(db, files, calls, styles)
+
+    one_outcome_per_line()
 
 
-@SETTINGS
-@given(scenarios())
-def test_reingesting_the_same_files_yields_only_duplicates_and_the_same_conflicts(case):
-    files, calls, styles = case
-    run_scenario(files, calls, styles, rerun_everything=True)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reingesting_the_same_files_yields_only_duplicates_and_the_same_conflicts(ledgers, engine):
+    @settings(SETTINGS, max_examples=examples(engine, SETTINGS.max_examples))
+    @given(scenarios())
+    def reingest_gives_duplicates_only(case):
+        files, calls, styles = case
+        with ledgers.fresh(engine) as db:
+            run_scenario(db, files, calls, styles, rerun_everything=True)
+
+    reingest_gives_duplicates_only()
 
 
-@settings(max_examples=30, deadline=None, database=None, phases=PHASES, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_one_payload_in_many_renderings_is_one_event(data):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_one_payload_in_many_renderings_is_one_event(ledgers, engine):
     """Key order, 5 vs "5.000" vs 5E0, Z vs +05:45, 7 vs "7": always the same event."""
-    spec = data.draw(new_spec())
-    draw = data.draw
-    texts = [render_spec(draw, spec) for _ in range(data.draw(st.integers(2, 6)))]
-    with tempfile.TemporaryDirectory(dir=SCRATCH) as directory:
-        path = Path(directory) / "same.ndjson"
-        path.write_text("\n".join(texts) + "\n", encoding="utf-8")
-        conn = connect(Path(directory) / "same.db")
-        try:
-            summary = ingest(conn, [str(path)], IngestOptions())
-            assert (summary.accepted, summary.duplicates, summary.conflicts, summary.rejected) == (1, len(texts) - 1, 0, 0), (texts, summary.errors)
-            assert stored_events(conn) == {spec.event_id: spec.payload()}
-        finally:
-            conn.close()
+    @settings(max_examples=examples(engine, 30), deadline=None, database=None, phases=PHASES,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def one_event(data):
+        spec = data.draw(new_spec())
+        draw = data.draw
+        texts = [render_spec(draw, spec) for _ in range(data.draw(st.integers(2, 6)))]
+        with tempfile.TemporaryDirectory(dir=SCRATCH) as directory, ledgers.fresh(engine) as db:
+            path = Path(directory) / "same.ndjson"
+            path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+            conn = open_engine(db)
+            try:
+                summary = ingest(conn, [str(path)], IngestOptions())
+                assert (summary.accepted, summary.duplicates, summary.conflicts, summary.rejected) == (1, len(texts) - 1, 0, 0), (texts, summary.errors)
+                with LedgerSQL(db) as store:
+                    assert stored_events(store) == {spec.event_id: spec.payload()}
+            finally:
+                conn.close()
+
+    one_event()

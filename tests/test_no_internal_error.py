@@ -7,6 +7,7 @@ duplicates, conflicts on any field, rejected lines, closed periods with
 pending adjustments, several sources including stdin) and runs every read
 command in every output format it offers, in process: the exit code is 0 or
 1, nothing says "internal error", and every JSON output parses.  The
+property runs on both engines (SPEC §11), a fresh ledger per example.  The
 regression tests above the property pin each crash it found.
 """
 
@@ -16,7 +17,6 @@ import csv
 import io
 import json
 import os
-import sqlite3
 import tempfile
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli_inprocess, write_ndjson
+from ledgers import ENGINES, LedgerSQL, examples
 from usagebox_cli import exactjson
 
 pytestmark = pytest.mark.usefixtures("parse_inline")  # see conftest.parse_inline
@@ -259,7 +260,7 @@ def sources(draw, lines: list, label: str) -> list[tuple[str, str, list]]:
 
 
 @st.composite
-def ledgers(draw) -> dict:
+def valid_ledgers(draw) -> dict:
     usage = [draw(usage_events(f"u{i}")) for i in range(draw(st.integers(1, 10)))]
     fixes = [draw(corrections(f"c{i}", usage)) for i in range(draw(st.integers(0, 3)))]
     drops = [draw(retractions(f"r{i}", usage)) for i in range(draw(st.integers(0, 2)))]
@@ -317,7 +318,7 @@ def _line(item) -> str:
 class Runner:
     """Runs commands in process against one database and checks each answer."""
 
-    def __init__(self, db: Path):
+    def __init__(self, db: str):
         self.db = db
         self.count = 0
 
@@ -360,15 +361,17 @@ def _every_format(run: Runner, *args) -> None:
 
 
 def _read_everything(run: Runner, folder: Path, ledger: dict) -> None:
-    with sqlite3.connect(run.db) as conn:
-        stored_ids = [row[0] for row in conn.execute("SELECT event_id FROM events ORDER BY seq")]
-        conflict_ids = [row[0] for row in conn.execute("SELECT DISTINCT event_id FROM conflicts ORDER BY 1")]
-        dim_keys = {row[0] for row in conn.execute(
-            "SELECT DISTINCT j.key FROM series, json_each(series.dimensions) j WHERE series.dimensions IS NOT NULL")}
-        pending = conn.execute("SELECT count(*) FROM events e JOIN series s ON s.series_id = e.series_id"
-                               " JOIN periods p ON p.account_id = s.account_id AND e.ts_us >= p.start_us"
-                               " AND e.ts_us < p.end_us AND e.seq > p.watermark").fetchone()[0]
-        fractional = conn.execute("SELECT count(*) FROM conflicts WHERE incoming LIKE '%\"quantity\":%.%'").fetchone()[0]
+    with LedgerSQL(run.db) as store:
+        stored_ids = [row[0] for row in store.rows("SELECT event_id FROM events ORDER BY seq")]
+        conflict_ids = [row[0] for row in store.rows("SELECT DISTINCT event_id FROM conflicts ORDER BY 1")]
+        each_key = "json_each(series.dimensions::json)" if store.postgres else "json_each(series.dimensions)"
+        dim_keys = {row[0] for row in store.rows(
+            f"SELECT DISTINCT j.key FROM series, {each_key} j WHERE series.dimensions IS NOT NULL")}
+        pending = store.value("SELECT count(*) FROM events e JOIN series s ON s.series_id = e.series_id"
+                              " JOIN periods p ON p.account_id = s.account_id AND e.ts_us >= p.start_us"
+                              " AND e.ts_us < p.end_us AND e.seq > p.watermark")
+        fractional = store.value("SELECT count(*) FROM conflicts WHERE incoming LIKE '%\"quantity\":%.%'")
+        postgres = store.postgres
     # Seen with --hypothesis-show-statistics: how often the ledgers hold what the property is about.
     hypothesis.event(f"conflicts: {bool(conflict_ids)}; with a fractional quantity: {bool(fractional)}")
     hypothesis.event(f"pending adjustments in closed periods: {bool(pending)}")
@@ -435,8 +438,12 @@ def _read_everything(run: Runner, folder: Path, ledger: dict) -> None:
         _every_format(run, "sql", f"SELECT account_id, sum(quantity) AS q, avg(quantity) AS mean, count(*) AS n"
                                   f" FROM {view} GROUP BY account_id ORDER BY account_id")
 
-    _every_format(run, "sql", "SELECT event_id, dimensions ->> '$.customer' AS customer, json_extract(dimensions, '$')"
-                              " AS dims, quantity * 1.5 AS scaled, total(quantity) OVER () AS running FROM usage_events")
+    if postgres:  # the same query in PostgreSQL's words
+        _every_format(run, "sql", "SELECT event_id, dimensions::json ->> 'customer' AS customer, dimensions::json AS dims,"
+                                  " quantity * 1.5 AS scaled, sum(quantity) OVER () AS running FROM usage_events")
+    else:
+        _every_format(run, "sql", "SELECT event_id, dimensions ->> '$.customer' AS customer, json_extract(dimensions, '$')"
+                                  " AS dims, quantity * 1.5 AS scaled, total(quantity) OVER () AS running FROM usage_events")
     run("export", fmt="ndjson")
     run("export", "--format", "csv", "--excel-safe")
     run("export", "--account", "acct_a", *window, "--format", "ndjson", fmt="ndjson")
@@ -472,21 +479,25 @@ EXAMPLES = int(os.environ.get("USAGEBOX_EXAMPLES", "25"))
 
 
 @pytest.mark.slow
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(ledger=ledgers())
-def test_no_read_command_fails_internally_on_any_valid_ledger(ledger):
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        run = Runner(folder / "ledger.db")
-        _ingest(run, folder, ledger["first"])
-        book = folder / "close_prices.toml"
-        book.write_text(PRICES.format(per=ledger["per"]), encoding="utf-8")
-        for number, (account, month) in enumerate(ledger["closes"]):
-            priced = ["--prices", book] if number % 2 == 0 else []  # frozen cost on some closes, quantity only on others
-            if account is None:
-                run("close-period", "--all-accounts", month, "--force", *priced, fmt="json")
-            else:
-                run("close-period", account, month, "--force", *priced, fmt="json")
-        _ingest(run, folder, ledger["second"])
-        _read_everything(run, folder, ledger)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_no_read_command_fails_internally_on_any_valid_ledger(ledgers, engine):
+    @settings(max_examples=examples(engine, EXAMPLES), deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(ledger=valid_ledgers())
+    def no_internal_error(ledger):
+        with tempfile.TemporaryDirectory() as folder, ledgers.fresh(engine) as db:
+            folder = Path(folder)
+            run = Runner(db)
+            _ingest(run, folder, ledger["first"])
+            book = folder / "close_prices.toml"
+            book.write_text(PRICES.format(per=ledger["per"]), encoding="utf-8")
+            for number, (account, month) in enumerate(ledger["closes"]):
+                priced = ["--prices", book] if number % 2 == 0 else []  # frozen cost on some closes, quantity only on others
+                if account is None:
+                    run("close-period", "--all-accounts", month, "--force", *priced, fmt="json")
+                else:
+                    run("close-period", account, month, "--force", *priced, fmt="json")
+            _ingest(run, folder, ledger["second"])
+            _read_everything(run, folder, ledger)
+
+    no_internal_error()

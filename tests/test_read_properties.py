@@ -12,6 +12,10 @@ Decimal recompute done here, in Python, from the generated events.
 The zone tests at the bottom do the same for day buckets in Asia/Kolkata
 (+05:30, local midnight splits a UTC hour) and America/New_York across the
 2026 DST changes (a 23-hour and a 25-hour local day).
+
+Every test runs on both engines (SPEC §11: the same events give the same
+numbers): the properties with a fresh ledger per example from
+``ledgers.fresh``, the explicit cases on the ``ledger`` fixture.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledgers import ENGINES, examples
+from usagebox_cli.engines import open_engine
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.ops.ingest import IngestOptions, ingest
-from usagebox_cli.engines.sqlite.connection import connect
 from usagebox_cli.ops.planner import UsageQuery, check_known_keys, usage
 from usagebox_cli.timewindow import Window, resolve
 
@@ -312,12 +317,13 @@ def assert_document(doc: dict, expected: list[dict], query: UsageQuery, firsts: 
         assert all(a >= b for a, b in zip(sums, sums[1:])), f"groups not sorted by sum, largest first: {sums}"
 
 
-def build_database(directory: str, events: list[Ev]):
+def build_database(db: str, directory: str, events: list[Ev]):
+    """The events ingested into the ledger ``db`` (either engine); returns its open engine."""
     path = os.path.join(directory, "events.ndjson")
     with open(path, "w", encoding="utf-8") as out:
         for ev in events:
             out.write(ev.line + "\n")
-    conn = connect(os.path.join(directory, "usage.db"))
+    conn = open_engine(db)
     summary = ingest(conn, [path], IngestOptions(allow_future=True))
     assert (summary.accepted, summary.rejected, summary.conflicts) == (len(events), 0, 0), summary.errors
     return conn
@@ -343,34 +349,43 @@ def check(conn, events, window, accounts, group_by, filters, tz=timezone.utc) ->
 # ---------------------------------------------------------------------------
 # properties
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data(), events=event_sets())
-def test_rollup_and_raw_equal_a_decimal_recompute_for_random_windows_groups_and_filters(data, events):
-    times = sorted({ev.ts_us for ev in events})
-    with tempfile.TemporaryDirectory() as directory:
-        conn = build_database(directory, events)
-        try:
-            for spec in data.draw(st.lists(queries(times), min_size=1, max_size=4), label="queries"):
-                check(conn, events, spec["window"], spec["accounts"], spec["group_by"], spec["filters"])
-        finally:
-            conn.close()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rollup_and_raw_equal_a_decimal_recompute_for_random_windows_groups_and_filters(ledgers, engine):
+    @settings(max_examples=examples(engine, 60), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(data=st.data(), events=event_sets())
+    def rollup_and_raw_equal_a_recompute(data, events):
+        times = sorted({ev.ts_us for ev in events})
+        with tempfile.TemporaryDirectory() as directory, ledgers.fresh(engine) as db:
+            conn = build_database(db, directory, events)
+            try:
+                for spec in data.draw(st.lists(queries(times), min_size=1, max_size=4), label="queries"):
+                    check(conn, events, spec["window"], spec["accounts"], spec["group_by"], spec["filters"])
+            finally:
+                conn.close()
+
+    rollup_and_raw_equal_a_recompute()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=event_sets(), group_by=group_bys())
-def test_all_accounts_totals_equal_the_sum_of_single_account_totals(events, group_by):
-    window = Window(BASE - DAY, BASE + SPAN + DAY)
-    carried = {key for ev in events for key in ev.dimensions}
-    group_by = [key for key in group_by if key not in DIM_KEYS or key in carried]  # others are refused (see check)
-    with tempfile.TemporaryDirectory() as directory:
-        conn = build_database(directory, events)
-        try:
-            everyone = check(conn, events, window, None, ["account_id"] + [k for k in group_by if k != "account_id"][:2], {})
-            for account in ACCOUNTS:
-                mine = check(conn, events, window, [account], group_by, {})
-                assert sum(g["count"] for g in mine) == sum(g["count"] for g in everyone if g["account_id"] == account)
-        finally:
-            conn.close()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_all_accounts_totals_equal_the_sum_of_single_account_totals(ledgers, engine):
+    @settings(max_examples=examples(engine, 15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(events=event_sets(), group_by=group_bys())
+    def all_accounts_equal_the_sum_of_each(events, group_by):
+        window = Window(BASE - DAY, BASE + SPAN + DAY)
+        carried = {key for ev in events for key in ev.dimensions}
+        group_by = [key for key in group_by if key not in DIM_KEYS or key in carried]  # others are refused (see check)
+        with tempfile.TemporaryDirectory() as directory, ledgers.fresh(engine) as db:
+            conn = build_database(db, directory, events)
+            try:
+                everyone = check(conn, events, window, None, ["account_id"] + [k for k in group_by if k != "account_id"][:2], {})
+                for account in ACCOUNTS:
+                    mine = check(conn, events, window, [account], group_by, {})
+                    assert sum(g["count"] for g in mine) == sum(g["count"] for g in everyone if g["account_id"] == account)
+            finally:
+                conn.close()
+
+    all_accounts_equal_the_sum_of_each()
 
 
 # ---------------------------------------------------------------------------
@@ -387,14 +402,14 @@ def _ev(n: int, account: str, quantity: str, when: str, kind: str = "Usage", **e
               extra.get("dimensions", {}), json.dumps(record))
 
 
-def test_edges_are_half_open_and_an_event_on_the_end_instant_is_left_out(tmp_path):
+def test_edges_are_half_open_and_an_event_on_the_end_instant_is_left_out(ledger, tmp_path):
     events = [
         _ev(1, "acct_a", "1", "2026-06-01T10:00:00Z"),
         _ev(2, "acct_a", "2", "2026-06-01T10:59:59.999999Z"),
         _ev(3, "acct_a", "4", "2026-06-01T11:00:00Z"),
         _ev(4, "acct_a", "8", "2026-06-01T11:30:00.000001Z"),
     ]
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(ledger, str(tmp_path), events)
     expected = check(conn, events, resolve("2026-06-01T10:00:00Z", "2026-06-01T11:00:00Z"), None, [], {})
     assert expected == [{"sum": 3, "count": 2, "min": 1, "max": 2}]
     expected = check(conn, events, resolve("2026-06-01T10:59:59.999999Z", "2026-06-01T11:30:00.000001Z"), None, ["hour"], {})
@@ -404,14 +419,14 @@ def test_edges_are_half_open_and_an_event_on_the_end_instant_is_left_out(tmp_pat
     assert check(conn, events, resolve("2026-06-01T10:00:00Z", "2026-06-01T10:00:00Z"), None, ["model_id"], {}) == []
 
 
-def test_fractional_sums_are_exact_and_cancel_to_an_integer_zero(tmp_path):
+def test_fractional_sums_are_exact_and_cancel_to_an_integer_zero(ledger, tmp_path):
     events = [
         _ev(1, "acct_a", "0.1", "2026-06-01T10:15:00Z"),
         _ev(2, "acct_a", "0.2", "2026-06-01T11:15:00Z"),
         _ev(3, "acct_a", "-0.3", "2026-06-01T12:15:00Z", kind="Correction"),
         _ev(4, "acct_a", "999999999999.999999", "2026-06-01T13:00:00Z"),
     ]
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(ledger, str(tmp_path), events)
     window = resolve("2026-06-01T10:00:00Z", "2026-06-01T13:00:00Z")
     for source in ("rollup", "raw"):
         doc = usage(conn, UsageQuery(window=window, source=source, metrics=list(METRICS)))
@@ -449,14 +464,14 @@ def _local_days(expected: list[dict]) -> dict[str, tuple]:
     return {g["day"]: (g["sum"], g["count"]) for g in expected}
 
 
-def test_day_buckets_in_kolkata_split_the_utc_hour_at_local_midnight(tmp_path):
+def test_day_buckets_in_kolkata_split_the_utc_hour_at_local_midnight(ledger, tmp_path):
     # Every 10 minutes (plus 7 s) from 17:00Z to 20:00Z on two days: 18:30Z is
     # local midnight, so the UTC hour 18:00-19:00 belongs to two local days.
     times = _every("2026-06-01T17:00:00Z", "2026-06-01T20:00:00Z", 10, 7) + \
         _every("2026-06-02T17:00:00Z", "2026-06-02T20:00:00Z", 10, 7) + \
         ["2026-06-01T18:29:59.999999Z", "2026-06-01T18:30:00Z", "2026-06-02T18:30:00.000001Z"]
     events = _zone_events(times)
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(ledger, str(tmp_path), events)
     tz = ZoneInfo("Asia/Kolkata")
     window = resolve("2026-06-01", "2026-06-04", tz_name="Asia/Kolkata")
     assert (window.start_us, window.end_us) == (
@@ -474,10 +489,10 @@ def test_day_buckets_in_kolkata_split_the_utc_hour_at_local_midnight(tmp_path):
     check(conn, events, Window(window.start_us + 17 * 60 * US + 3, window.end_us - 11 * 60 * US, "Asia/Kolkata"), None, ["day"], {}, tz)
 
 
-def test_day_buckets_in_new_york_on_the_23_hour_day_of_march_2026(tmp_path):
+def test_day_buckets_in_new_york_on_the_23_hour_day_of_march_2026(ledger, tmp_path):
     times = _every("2026-03-07T03:00:00Z", "2026-03-10T06:00:00Z", 47, 13)
     events = _zone_events(times)
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(ledger, str(tmp_path), events)
     tz = ZoneInfo("America/New_York")
     window = resolve("2026-03-07", "2026-03-10", tz_name="America/New_York")
     expected = check(conn, events, window, None, ["day"], {}, tz)
@@ -492,10 +507,10 @@ def test_day_buckets_in_new_york_on_the_23_hour_day_of_march_2026(tmp_path):
     check(conn, events, resolve("2026-03-01", "2026-04-01", tz_name="America/New_York"), None, ["month"], {}, tz)
 
 
-def test_day_buckets_in_new_york_on_the_25_hour_day_of_november_2026(tmp_path):
+def test_day_buckets_in_new_york_on_the_25_hour_day_of_november_2026(ledger, tmp_path):
     times = _every("2026-10-31T02:00:00Z", "2026-11-03T07:00:00Z", 41, 29)
     events = _zone_events(times)
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(ledger, str(tmp_path), events)
     tz = ZoneInfo("America/New_York")
     window = resolve("2026-10-31", "2026-11-03", tz_name="America/New_York")
     expected = check(conn, events, window, None, ["day"], {}, tz)
