@@ -311,7 +311,11 @@ def _partials(engine, query: UsageQuery, buckets: Buckets, series_ids: list[int]
                 cell = buckets.whole(day * _DAY_HOURS * HOUR_US, (day + 1) * _DAY_HOURS * HOUR_US) if by_time else ()
                 yield row_id, cell, total, count, low, high
     cut_hours: set[int] = set()
+    # Hours already counted (from the hourly tier, or inside the days the daily tier served): a run
+    # of cut hours read raw never spans one.
     whole_hours: set[int] = set()
+    if tier.daily and len(hour_spans) == 2:
+        whole_hours.add(hour_spans[0][1])
     for h0, h1 in hour_spans:
         if h1 <= h0:
             continue
