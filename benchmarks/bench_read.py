@@ -444,7 +444,9 @@ class Shape:
         columns = [f"{sql} AS k{i}" for i, sql in enumerate(keys)] + [f"{total} AS total", "count(*) AS n"]
         sql = f"SELECT {', '.join(columns)} FROM {table_name} WHERE {' AND '.join(where)}"
         if keys:
-            sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(keys)))
+            # ORDER BY too: DuckDB's parallel GROUP BY returns its rows in a different order each run.
+            positions = ", ".join(str(i + 1) for i in range(len(keys)))
+            sql += f" GROUP BY {positions} ORDER BY {positions}"
         return sql
 
 
