@@ -1,4 +1,4 @@
-"""Read-path benchmark for usagebox: one account's month, grouped by model, four ways.
+"""Read-path benchmark for usagebox: one account's month by model four ways, and the issue-16 read matrix.
 
 Run from the repository root with the project's virtualenv active:
 
@@ -45,6 +45,7 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 # ``python benchmarks/<script>.py`` puts this folder first on sys.path, so ``harness`` imports as is.
@@ -333,6 +334,250 @@ def answer_rows(rows: list) -> list:
     return [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in row.items()} for row in rows]
 
 
+# --------------------------------------------------------------------------- the read matrix
+
+# Runs one DuckDB query over the raw NDJSON in a fresh process, as an analyst
+# would from a shell; prints the rows as JSON (Decimals as text).  The columns
+# are declared, which spares DuckDB its type sampling: the comparison is
+# against DuckDB at its quickest.  quantity is read as text and summed as an
+# exact DECIMAL, so its sums must equal usagebox's exactly.
+_DUCKDB_SCRIPT = r"""
+import json, sys
+import duckdb
+path, sql = sys.argv[1], sys.argv[2]
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+rows = con.execute(sql.replace("{events}", "read_json(" + json.dumps(path).replace('"', "'") + ", format = 'newline_delimited', "
+    "columns = {'account_id': 'VARCHAR', 'model_id': 'VARCHAR', 'quantity': 'VARCHAR', 'timestamp': 'VARCHAR', "
+    "'dimensions': 'STRUCT(customer VARCHAR, feature VARCHAR, region VARCHAR, token_type VARCHAR)'})")).fetchall()
+json.dump([[str(v) if not isinstance(v, (int, str, type(None))) else v for v in row] for row in rows], sys.stdout)
+"""
+
+# How each grouping key is computed by the two baselines.  ``hour`` is the
+# local wall-clock hour in the shape's zone (fixed offset for SQLite, which
+# has no zones: the shapes' windows hold no offset change, checked below).
+_DUCK_KEYS = {
+    "model_id": "model_id",
+    "customer": "dimensions.customer",
+    "token_type": "dimensions.token_type",
+    "day": "substr(timestamp, 1, 10)",
+    "hour": "strftime(timezone('{tz}', cast(timestamp AS timestamptz)), '%Y-%m-%dT%H')",
+}
+_SQLITE_KEYS = {
+    "model_id": "model_id",
+    "customer": "json_extract(dimensions, '$.customer')",
+    "token_type": "json_extract(dimensions, '$.token_type')",
+    "day": "substr(timestamp, 1, 10)",
+    "hour": "strftime('%Y-%m-%dT%H', timestamp, '{offset_minutes:+d} minutes')",
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One question of the matrix: the usagebox command a user types, and the window and keys the baselines use."""
+
+    name: str
+    title: str
+    account: str | None          # None: every account (``usagebox query`` without account_id)
+    start: str                   # window, as local dates in ``tz``
+    end: str
+    keys: tuple[str, ...]
+    tz: str = "UTC"
+    period: str | None = None    # given to usagebox as --period instead of --from/--to
+
+    def usagebox_args(self, source: str) -> list[str]:
+        if self.account is None:
+            document = {"from": self.start, "to": self.end, "group_by": list(self.keys), "source": source}
+            if self.tz != "UTC":
+                document["tz"] = self.tz
+            return ["query", "--json-text", json.dumps(document)]
+        args = ["usage", self.account]
+        args += ["--period", self.period] if self.period else ["--from", self.start, "--to", self.end]
+        if self.tz != "UTC":
+            args += ["--tz", self.tz]
+        for key in self.keys:
+            args += ["--group-by", key]
+        return args + ["--source", source, "--json"]
+
+    def utc_bounds(self) -> tuple[str, str, int]:
+        """The window as UTC text bounds (they compare as text with the stored timestamps) and its one UTC offset."""
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(self.tz)
+        edges = [datetime.fromisoformat(day).replace(tzinfo=zone) for day in (self.start, self.end)]
+        offsets = {edge.utcoffset() for edge in edges}
+        if len(offsets) != 1:
+            raise SetupError(f"shape {self.name}: the window must not hold an offset change (SQLite has no zones)")
+        text = [edge.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") for edge in edges]
+        return text[0], text[1], int(offsets.pop().total_seconds()) // 60
+
+    def baseline_sql(self, dialect: str) -> str:
+        start, end, offset_minutes = self.utc_bounds()
+        table_name, known = ("{events}", _DUCK_KEYS) if dialect == "duckdb" else ("events", _SQLITE_KEYS)
+        keys = [known[key].format(tz=self.tz, offset_minutes=offset_minutes) for key in self.keys]
+        where = [f"timestamp >= '{start}'", f"timestamp < '{end}'"]
+        if self.account is not None:
+            where.insert(0, f"account_id = '{self.account}'")
+        total = "sum(CAST(quantity AS DECIMAL(38, 6)))" if dialect == "duckdb" else "sum(quantity)"
+        columns = [f"{sql} AS k{i}" for i, sql in enumerate(keys)] + [f"{total} AS total", "count(*) AS n"]
+        sql = f"SELECT {', '.join(columns)} FROM {table_name} WHERE {' AND '.join(where)}"
+        if keys:
+            # ORDER BY too: DuckDB's parallel GROUP BY returns its rows in a different order each run.
+            positions = ", ".join(str(i + 1) for i in range(len(keys)))
+            sql += f" GROUP BY {positions} ORDER BY {positions}"
+        return sql
+
+
+# The issue's shapes, on the standard database (June 2026, 50 accounts).
+SHAPES = (
+    Shape("month_total", "one account's month total", ACCOUNT, "2026-06-01", "2026-07-01", (), period=PERIOD),
+    Shape("month_by_model", "one account's month by model", ACCOUNT, "2026-06-01", "2026-07-01", ("model_id",),
+          period=PERIOD),
+    Shape("customer_day_72d", "customer x day over 72 days", ACCOUNT, "2026-05-01", "2026-07-12", ("customer", "day")),
+    Shape("hourly_new_york", "hourly, America/New_York", ACCOUNT, "2026-06-01", "2026-07-01", ("hour",),
+          "America/New_York", PERIOD),
+    Shape("hourly_kolkata", "hourly, Asia/Kolkata", ACCOUNT, "2026-06-01", "2026-07-01", ("hour",),
+          "Asia/Kolkata", PERIOD),
+    Shape("hourly_kathmandu", "hourly, Asia/Kathmandu", ACCOUNT, "2026-06-01", "2026-07-01", ("hour",),
+          "Asia/Kathmandu", PERIOD),
+    Shape("org_3m_model_token_type", "org-wide, 3 months, model x token_type", None, "2026-05-01", "2026-08-01",
+          ("model_id", "token_type")),
+)
+
+
+def load_duckdb() -> None:
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        raise SetupError("the read matrix needs DuckDB: pip install -e '.[bench]'") from None
+
+
+def usagebox_answer(doc: dict, shape: Shape, where: str) -> dict:
+    """{key tuple: (sum, count)} of a usage/query document; hour labels cut to their local wall-clock hour."""
+    out = {}
+    for group in doc.get("groups", []):
+        key = tuple(group[k][:13] if k == "hour" else group[k] for k in shape.keys)
+        out[key] = (Decimal(str(group["sum"])), group["count"])
+    if not any(count for _, count in out.values()):
+        raise BenchError(f"{where}: no events in the window; the numbers would mean nothing")
+    return out
+
+
+def baseline_answer(rows: list) -> dict:
+    """{key tuple: (sum, count)} of baseline rows (lists, or sqlite-utils' dicts in column order)."""
+    out = {}
+    for row in rows:
+        values = list(row.values()) if isinstance(row, dict) else list(row)
+        *key, total, count = values
+        out[tuple(key)] = (Decimal(str(total)) if total is not None else Decimal(0), count)
+    return {key: value for key, value in out.items() if value[1]}
+
+
+def compare_shape(shape: Shape, rollup: dict, raw: dict, duck: list, sqlite_rows: list) -> dict:
+    """Fail unless usagebox (both sources) and DuckDB agree exactly and sqlite-utils within float rounding."""
+    if without(rollup, "source") != without(raw, "source"):
+        raise BenchError(f"{shape.name}: usagebox rollup and raw answers differ:\n  rollup: {rollup}\n  raw:    {raw}")
+    ours = usagebox_answer(rollup, shape, f"{shape.name}: usagebox")
+    ours = {key: value for key, value in ours.items() if value[1]}
+    exact = baseline_answer(duck)
+    if ours != exact:
+        only = sorted(set(ours) ^ set(exact), key=str)[:5]
+        diff = [k for k in ours if k in exact and ours[k] != exact[k]][:5]
+        raise BenchError(f"{shape.name}: usagebox and DuckDB disagree: keys in one only {only}; "
+                         f"different values {[(k, ours[k], exact[k]) for k in diff]}")
+    floats = baseline_answer(sqlite_rows)
+    if set(floats) != set(ours):
+        raise BenchError(f"{shape.name}: usagebox and sqlite-utils give different groups "
+                         f"({len(ours)} vs {len(floats)}; e.g. {sorted(set(ours) ^ set(floats), key=str)[:5]})")
+    worst = Decimal(0)
+    for key, (total, count) in ours.items():
+        their_total, their_count = floats[key]
+        if count != their_count:
+            raise BenchError(f"{shape.name} {key}: usagebox counts {count:,}, sqlite-utils {their_count:,}")
+        delta, bound = abs(total - their_total), Decimal(2 * count + 2) * abs(total) / Decimal(2**53)
+        if delta > bound:  # the REAL column's rounding; see compare_answers
+            raise BenchError(f"{shape.name} {key}: usagebox sums {total}, sqlite-utils {their_total}")
+        worst = max(worst, delta)
+    return {"groups": len(ours), "events": sum(count for _, count in ours.values()),
+            "duckdb_exact": True, "sqlite_utils_max_abs_diff": str(worst)}
+
+
+def bench_matrix(usagebox: str, sqlite_utils: str, args: argparse.Namespace) -> dict:
+    """Every shape through the CLI (rollup and raw), DuckDB over the NDJSON, and sqlite-utils query; interleaved."""
+    source = ensure_input(args.events, args.accounts, args.days, args.seed)
+    ensure_usagebox_db(usagebox, source, args.events, args.rebuild)
+    ensure_sqlite_utils_db(sqlite_utils, source, args.events, args.rebuild)
+    ub_db, su_db = db_paths(source)
+    commands: dict[str, dict[str, list[str]]] = {}
+    for shape in SHAPES:
+        commands[shape.name] = {
+            "rollup": [usagebox, "--db", str(ub_db), *shape.usagebox_args("rollup")],
+            "raw": [usagebox, "--db", str(ub_db), *shape.usagebox_args("raw")],
+            "duckdb": [sys.executable, "-c", _DUCKDB_SCRIPT, str(source), shape.baseline_sql("duckdb")],
+            "sqlite_utils": [sqlite_utils, "query", str(su_db), shape.baseline_sql("sqlite")],
+        }
+    warm(ub_db)
+    warm(su_db)
+    warm(source)
+    expected, answers = {}, {}
+    for shape in SHAPES:
+        expected[shape.name] = {name: parse_exact(run_checked(command)["stdout"], f"`{shlex.join(command)}`")
+                                for name, command in commands[shape.name].items()}
+        e = expected[shape.name]
+        answers[shape.name] = compare_shape(shape, e["rollup"], e["raw"], e["duckdb"], e["sqlite_utils"])
+        log(f"[matrix] {shape.name}: answers agree ({answers[shape.name]['groups']} groups)")
+    samples = {shape.name: {name: [] for name in commands[shape.name]} for shape in SHAPES}
+    for k in range(1, args.repeat + 1):
+        warm(ub_db)
+        warm(su_db)
+        warm(source)
+        for shape in SHAPES:
+            for name, command in commands[shape.name].items():
+                result = run_checked(command)
+                if parse_exact(result["stdout"], name) != expected[shape.name][name]:
+                    raise BenchError(f"{shape.name} {name} gave a different answer on run {k}")
+                samples[shape.name][name].append(result)
+            log(f"[matrix {k}/{args.repeat}] {shape.name}: " + ", ".join(
+                f"{name} {samples[shape.name][name][-1]['wall_s'] * 1000:.0f} ms" for name in commands[shape.name]))
+    return {
+        "database": rel(ub_db),
+        "shapes": {
+            shape.name: {"title": shape.title, "answer": answers[shape.name],
+                         "commands": {name: shlex.join(c) for name, c in commands[shape.name].items()},
+                         "runs": {name: summarize(s) for name, s in samples[shape.name].items()}}
+            for shape in SHAPES
+        },
+    }
+
+
+def matrix_checks(matrix: dict) -> list[dict]:
+    checks = []
+    for name, shape in matrix["shapes"].items():
+        r = shape["runs"]
+        ours = r["rollup"]["wall_ms"]
+        checks.append(ratio_check(f"{name}: rollup <= DuckDB", ours, r["duckdb"]["wall_ms"], "<="))
+        checks.append(ratio_check(f"{name}: rollup <= 0.5 x sqlite-utils", ours, 2 * r["sqlite_utils"]["wall_ms"], "<="))
+        checks.append(ratio_check(f"{name}: rollup <= raw", ours, r["raw"]["wall_ms"], "<="))
+    return checks
+
+
+def render_matrix(matrix: dict) -> list[str]:
+    # CPU time next to wall time: on a shared machine the wall time of a
+    # short command is mostly waiting for a core.
+    header = ("shape", "usagebox", "--source raw", "DuckDB", "sqlite-utils", "vs DuckDB", "vs sqlite-utils",
+              "cpu: usagebox", "raw", "DuckDB", "sqlite-utils", "groups")
+    body = []
+    for name, shape in matrix["shapes"].items():
+        r = shape["runs"]
+        ours = r["rollup"]["wall_ms"]
+        body.append((name, ms(ours), ms(r["raw"]["wall_ms"]), ms(r["duckdb"]["wall_ms"]), ms(r["sqlite_utils"]["wall_ms"]),
+                     f"{ours / r['duckdb']['wall_ms']:.2f}x", f"{ours / r['sqlite_utils']['wall_ms']:.2f}x",
+                     *(ms(r[run]["cpu_ms"]) for run in ("rollup", "raw", "duckdb", "sqlite_utils")),
+                     f"{shape['answer']['groups']:,}"))
+    return [f"read matrix on {matrix['database']}: median ms of whole commands in fresh processes (wall, then CPU)", ""] + \
+        table(header, body) + [""]
+
+
 # --------------------------------------------------------------------------- the benchmark
 
 
@@ -437,11 +682,16 @@ def run(args: argparse.Namespace) -> dict:
         "standard": {"events": args.events, "accounts": args.accounts, "days": args.days},
         "dense": {"events": args.dense_events, "accounts": args.dense_accounts, "days": args.dense_days},
     }
-    databases = {key: bench_database(key, spec, usagebox, sqlite_utils, args) for key, spec in specs.items()}
+    if args.part != "classic":
+        load_duckdb()
+    matrix = bench_matrix(usagebox, sqlite_utils, args) if args.part != "classic" else None
+    databases = {}
+    if args.part != "matrix":
+        databases = {key: bench_database(key, spec, usagebox, sqlite_utils, args) for key, spec in specs.items()}
     startup = bench_startup(usagebox, args.repeat)
     facts["load_average_end"] = load_average()
 
-    checks = []
+    checks = matrix_checks(matrix) if matrix else []
     for key, d in databases.items():
         r = d["runs"]
         n = f"{d['parameters']['events']:,}"
@@ -451,18 +701,20 @@ def run(args: argparse.Namespace) -> dict:
                                   r["cli_rollup"]["wall_ms"], r["cli_raw"]["wall_ms"], "<"))
         checks.append(ratio_check(f"{key} ({n}): in-process rollup < raw",
                                   r["in_process_rollup"]["wall_ms"], r["in_process_raw"]["wall_ms"], "<"))
-    value = databases["standard"]["runs"]["in_process_rollup"]["wall_ms"]
-    checks.append({
-        "name": f"standard ({args.events:,}): in-process rollup, median", "value": round(value, 3),
-        "unit": "ms", "op": "<", "target": TARGET_INPROCESS_MS,
-        "result": "PASS" if value < TARGET_INPROCESS_MS else "MISS", "note": "",
-    })
+    if databases:
+        value = databases["standard"]["runs"]["in_process_rollup"]["wall_ms"]
+        checks.append({
+            "name": f"standard ({args.events:,}): in-process rollup, median", "value": round(value, 3),
+            "unit": "ms", "op": "<", "target": TARGET_INPROCESS_MS,
+            "result": "PASS" if value < TARGET_INPROCESS_MS else "MISS", "note": "",
+        })
 
     return {
         "machine": facts,
         "parameters": {"repeat": args.repeat, "runs": args.runs, "account": ACCOUNT, "period": PERIOD,
                        "group_by": GROUP_BY, "seed": args.seed},
         "databases": databases,
+        "matrix": matrix,
         "startup": startup,
         "checks": checks,
     }
@@ -506,6 +758,8 @@ def render_table(report: dict) -> str:
         lines.append(f"  {'':<13}   {'answer':<16} {shape}")
         lines.append(f"  {'':<13}   {'agreement':<16} rollup == raw == in-process (exact); sqlite-utils: counts equal, {exact}")
     lines.append("")
+    if report["matrix"]:
+        lines += render_matrix(report["matrix"])
 
     header = ("database", "run", "wall ms", "min ms", "cpu ms", "peak RSS MB")
     labels = (
@@ -558,6 +812,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="in-process calls per source and database; the median is reported (default 100)")
     parser.add_argument("--rebuild", action="store_true",
                         help="rebuild the databases even if ones with the same parameters exist")
+    parser.add_argument("--part", choices=("all", "classic", "matrix"), default="all",
+                        help="classic: the by-model runs on both databases; matrix: the issue-16 shapes against "
+                             "DuckDB and sqlite-utils on the standard database; all: both (default)")
     parser.add_argument("--seed", type=int, default=42, help="generator --seed for both (default 42)")
     return parser.parse_args(argv)
 

@@ -329,3 +329,65 @@ def test_kolkata_hourly_over_years_reads_raw_in_one_statement(tmp_path):
     assert len(doc["groups"]) == len(lines) and all(g["count"] == 1 for g in doc["groups"])
     assert len(statements) < 10, len(statements)
     assert sum(Decimal(g["sum"]) for g in doc["groups"]) == len(lines)
+
+
+@pytest.mark.parametrize("base", [False, True])
+def test_the_engine_default_shifted_hours_equal_the_sqlite_statement(tmp_path, base):
+    # PostgreSQL answers shifted_hour_partials with the base class's fragments; SQLite with one GROUP BY.
+    # Events on both sides of the :30 cut, on it, on the hour, and in an hour outside every range.
+    from usagebox_cli.engines.base import Engine
+
+    whens = ["2026-06-01T18:00:00Z", "2026-06-01T18:29:59.999999Z", "2026-06-01T18:30:00Z", "2026-06-01T19:10:00Z",
+             "2026-06-01T19:59:00Z", "2026-06-01T21:45:00Z", "2026-06-01T23:31:00Z"]
+    events = [_ev(n, "acct_a", str(n + 1), when, dimensions={"region": "us"} if n % 2 else {})
+              for n, when in enumerate(whens)]
+    conn = build_database(str(tmp_path), events)
+    try:
+        ids = [row[0] for row in conn.series(None, base_only=base)]
+        assert len(ids) == (1 if base else 2)
+        first = us("2026-06-01T18:00:00Z") // HOUR
+        ranges = [(first, first + 2), (first + 5, first + 6)]
+        phase = 30 * 60 * US
+        ours = sorted(conn.shifted_hour_partials(ids, ranges, phase, base))
+        default = sorted(Engine.shifted_hour_partials(conn, ids, ranges, phase, base))
+        assert ours == default
+        assert sum(row[3] for row in ours) == 6  # 21:45 lies in no range
+        assert {row[1] - first for row in ours} == {-1, 0, 1, 5}  # 18:00-18:30 belongs to the shifted hour before
+    finally:
+        conn.close()
+
+
+def test_grouped_partials_sum_the_series_of_each_group_in_sql(tmp_path):
+    # SQLite gets a group index per series and returns one row per group and hour, equal to the
+    # per-series rows added up; the planner's merge then sees a handful of rows, not one per series.
+    whens = ["2026-06-01T18:05:00Z", "2026-06-01T18:40:00Z", "2026-06-01T19:10:00Z", "2026-06-01T19:50:00Z"]
+    events = [_ev(n, "acct_a", f"{n + 1}.5", whens[n % 4], dimensions={"region": f"r{n % 3}"}, model_id=f"m{n % 2}")
+              for n in range(24)]
+    conn = build_database(str(tmp_path), events)
+    try:
+        series = conn.series(None)
+        ids = [row[0] for row in series]
+        groups = [0 if row[3] == "m0" else 1 for row in series]
+        first = us("2026-06-01T18:00:00Z") // HOUR
+        for source in ("rollup", "raw"):
+            per_series = conn.hour_partials(ids, first, first + 2, True, False, source)
+            grouped = sorted(conn.hour_partials(ids, first, first + 2, True, False, source, groups=groups))
+            assert len(per_series) > len(grouped) == 4
+            assert grouped == _regrouped(per_series, ids, groups, 0)
+        pieces = [(us("2026-06-01T18:00:00Z"), us("2026-06-01T18:30:00Z")), (us("2026-06-01T18:30:00Z"), us("2026-06-01T20:00:00Z"))]
+        assert sorted(conn.fragment_partials(ids, pieces, False, groups=groups)) == _regrouped(
+            conn.fragment_partials(ids, pieces, False), ids, groups, 1)
+    finally:
+        conn.close()
+
+
+def _regrouped(rows, ids, groups, id_at):
+    """Per-series partial rows (the id in column ``id_at``) added up per group, sorted: the test's own reference."""
+    out: dict = {}
+    for row in rows:
+        slot = list(row[:2])
+        slot[id_at] = groups[ids.index(row[id_at])]
+        total, count, low, high = row[2:]
+        t, c, lo, hi = out.get(tuple(slot), (0, 0, low, high))
+        out[tuple(slot)] = (t + total, c + count, min(lo, low), max(hi, high))
+    return sorted((*slot, *values) for slot, values in out.items())

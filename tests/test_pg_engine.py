@@ -98,6 +98,9 @@ READS = [
     ("usage", "acct_42", "--period", "2026-06", "--group-by", "model_id", "--group-by", "token_type", "--json"),
     ("usage", "acct_42", "--period", "2026-06", "--group-by", "customer", "--prices", PRICES, "--json"),
     ("usage", "acct_7", "--from", "2026-06-01", "--to", "2026-06-15T06:30:00Z", "--group-by", "hour", "--json"),
+    # Every hour cut at :30: PostgreSQL answers shifted_hour_partials by the Engine's default, SQLite in SQL.
+    ("usage", "acct_7", "--period", "2026-06", "--tz", "Asia/Kolkata", "--group-by", "hour", "--group-by", "customer",
+     "--json"),
     ("query", "--json-text", json.dumps({"period": "2026-06", "group_by": ["account_id", "meter_id"]}), "--json"),
     ("query", "--json-text", json.dumps({"period": "2026-06", "metrics": ["cost"]}), "--prices", PRICES, "--json"),
     ("explain", "acct_42", "--period", "2026-06", "--json"),

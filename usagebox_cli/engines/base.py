@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any, Iterable, Iterator, Optional
 
+from usagebox_cli.timefmt import HOUR_US
+
 # A partial aggregate: (series_id or base_id, time unit or None, sum, count, min, max).
 Partial = tuple
 # A series row: (series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions JSON).
@@ -59,6 +61,11 @@ class Engine(ABC):
     #: How an ingest spreads its batches over transactions here: (lines per commit, pause after an
     #: intermediate commit).  None: ``ops.ingest``'s defaults, made for a file with one writer lock.
     ingest_commits: Optional[tuple[int, float]] = None
+
+    #: True when ``rollup_days``, ``hour_partials``, ``fragment_partials`` and ``shifted_hour_partials``
+    #: also take ``groups=`` (a group index per id) and then return one row per group index, summed by
+    #: the database, where the id would be.  Otherwise the planner sums the series in Python.
+    groups_in_sql: bool = False
 
     # -- lifecycle and transactions ---------------------------------------------------------------
 
@@ -183,6 +190,35 @@ class Engine(ABC):
     @abstractmethod
     def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool) -> list[Partial]:
         """Partials of raw events per fragment: rows (fragment index, id, sum, count, min, max)."""
+
+    def shifted_hour_partials(self, ids: list[int], hour_ranges: list[tuple[int, int]], phase_us: int,
+                              base: bool) -> list[Partial]:
+        """Partials of raw events in the hours ``[h0, h1)`` of ``hour_ranges``, per id and *shifted hour*
+        ``(ts_us - phase_us) // HOUR_US``: rows (id, shifted hour, sum, count, min, max).
+
+        In a zone whose local hours start ``phase_us`` past the UTC hour (India, Nepal), every local
+        hour boundary inside a UTC hour is at that phase, so one GROUP BY replaces two fragments per
+        cut hour.  This default asks ``fragment_partials`` for exactly those fragments; an engine may
+        run it as one statement.
+        """
+        pieces: list[tuple[int, int]] = []
+        shifted: list[int] = []
+        for h0, h1 in hour_ranges:
+            for hour in range(h0, h1):
+                start, cut, end = hour * HOUR_US, hour * HOUR_US + phase_us, (hour + 1) * HOUR_US
+                pieces += [(start, cut), (cut, end)]
+                shifted += [hour - 1, hour]
+        merged: dict[tuple[int, int], list] = {}
+        for index, row_id, total, count, low, high in self.fragment_partials(ids, pieces, base):
+            slot = (row_id, shifted[index])
+            found = merged.get(slot)
+            if found is None:
+                merged[slot] = [total, count, low, high]
+            else:
+                found[0] += total
+                found[1] += count
+                found[2], found[3] = min(found[2], low), max(found[3], high)
+        return [(row_id, hour, *values) for (row_id, hour), values in merged.items()]
 
     @abstractmethod
     def raw_series_sums(self, account: Optional[str], start_us: int, end_us: int, per_second: bool = False,

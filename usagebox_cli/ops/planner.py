@@ -10,8 +10,15 @@ to its group key, once, in Python.  Time is then split into
   boundary cuts (zones with half-hour offsets, offset changes), always read
   raw and clipped to the window.
 
-Both sources produce the same partial aggregates (per series, per hour or
-bucket) and go through the same merge, which is why they always agree.  All
+A cut hour in a zone whose offset is not whole hours (India, Nepal) is cut
+once, at the same minute as every other: those hours are read raw in one
+GROUP BY per offset, by *shifted* hour (``Engine.shifted_hour_partials``),
+not as two fragments each.  Unpriced, an engine that can
+(``Engine.groups_in_sql``) is given each series' group index and sums the
+series of a group itself.
+
+Both sources produce the same partial aggregates (per series or group, per
+hour or bucket) and go through the same merge, which is why they always agree.  All
 arithmetic is on integers in millionths; Decimals appear only in the result.
 The plan is Python; each piece of it is one GROUP BY that the engine runs
 (``Engine.rollup_days``, ``hour_partials``, ``fragment_partials``).
@@ -20,6 +27,7 @@ The plan is Python; each piece of it is one GROUP BY that the engine runs
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from dataclasses import replace
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -200,6 +208,14 @@ def aggregate(engine, query: UsageQuery, rate_of=None, use_daily: bool = True,
     for item in series:
         dims = _dimensions(item.dimensions, parsed) if needs_dimensions else {}
         key_of[item.series_id] = tuple(item.value(key, dims) for key in other_keys)
+    # Unpriced, an engine that can sum series in SQL gets each id's group index and returns rows per
+    # group: far fewer rows cross into Python than one per series and hour.  Priced, every series
+    # keeps its own rows (each has its own rate).
+    group_index: Optional[list[int]] = None
+    if rate_of is None and getattr(engine, "groups_in_sql", False):
+        index_of: dict[tuple, int] = {}
+        group_index = [index_of.setdefault(key_of[item.series_id], len(index_of)) for item in series]
+        key_of = {index: key for key, index in index_of.items()}
     groups: dict[tuple, Aggregate] = {}
     if series and query.window.end_us > query.window.start_us:
         # A price that changes inside the window (``rate_of.cuts``) is one more
@@ -216,7 +232,8 @@ def aggregate(engine, query: UsageQuery, rate_of=None, use_daily: bool = True,
             rates = None
             if rate_of is not None:
                 rates = {item.series_id: (rate_of(item, span_start) if timed else rate_of(item)) for item in series}
-            for series_id, bucket, total, count, low, high in _partials(engine, part, part_buckets, [s.series_id for s in series], tier):
+            ids = [s.series_id for s in series]
+            for series_id, bucket, total, count, low, high in _partials(engine, part, part_buckets, ids, tier, group_index):
                 group = key_of.get(series_id)
                 if group is None:
                     continue
@@ -258,8 +275,10 @@ def _tier(query: UsageQuery, buckets: Buckets, rate_of, use_daily: bool = True, 
 _DAY_HOURS = DAY_US // HOUR_US
 
 
-def _partials(engine, query: UsageQuery, buckets: Buckets, series_ids: list[int], tier: Tier):
-    """Yield ``(series_id, cell, sum, count, min, max)`` partial aggregates.
+def _partials(engine, query: UsageQuery, buckets: Buckets, series_ids: list[int], tier: Tier,
+              groups: Optional[list[int]] = None):
+    """Yield ``(series_id, cell, sum, count, min, max)`` partial aggregates (group index for series_id
+    with ``groups``, see ``Engine.groups_in_sql``).
 
     Whole UTC hours (and whole UTC days with ``tier.daily``) are read grouped
     per hour (day); each hour that holds data and lies inside one cell counts
@@ -273,6 +292,7 @@ def _partials(engine, query: UsageQuery, buckets: Buckets, series_ids: list[int]
     base series, so it returns one row per base series.
     """
     ids = series_ids
+    grouped = {} if groups is None else {"groups": groups}
     start, end = query.window.start_us, query.window.end_us
     first_hour, last_hour = -(-start // HOUR_US), end // HOUR_US
     by_time = bool(buckets.units)
@@ -286,27 +306,70 @@ def _partials(engine, query: UsageQuery, buckets: Buckets, series_ids: list[int]
         first_day, last_day = -(-first_hour // _DAY_HOURS), last_hour // _DAY_HOURS
         if last_day > first_day:
             hour_spans = [(first_hour, first_day * _DAY_HOURS), (last_day * _DAY_HOURS, last_hour)]
-            for row_id, day, total, count, low, high in engine.rollup_days(ids, first_day, last_day, by_time):
+            for row_id, day, total, count, low, high in engine.rollup_days(ids, first_day, last_day, by_time, **grouped):
                 # tier.daily means UTC buckets of a day or longer: a UTC day lies in one cell.
                 cell = buckets.whole(day * _DAY_HOURS * HOUR_US, (day + 1) * _DAY_HOURS * HOUR_US) if by_time else ()
                 yield row_id, cell, total, count, low, high
     cut_hours: set[int] = set()
+    # Hours already counted (from the hourly tier, or inside the days the daily tier served): a run
+    # of cut hours read raw never spans one.
+    whole_hours: set[int] = set()
+    if tier.daily and len(hour_spans) == 2:
+        whole_hours.add(hour_spans[0][1])
     for h0, h1 in hour_spans:
         if h1 <= h0:
             continue
-        for row_id, hour_value, total, count, low, high in engine.hour_partials(ids, h0, h1, by_time, tier.base, query.source):
+        for row_id, hour_value, total, count, low, high in engine.hour_partials(ids, h0, h1, by_time, tier.base, query.source, **grouped):
             cell = buckets.whole_hour(hour_value) if by_time else ()
             if cell is None:
                 cut_hours.add(hour_value)
                 continue
+            if by_time:
+                whole_hours.add(hour_value)
             yield row_id, cell, total, count, low, high
+    # A cut hour whose offset holds for the whole hour is cut once, at its local hour start: all such
+    # hours of one offset are read in one GROUP BY per shifted hour.  Others (an offset change inside
+    # the hour) are cut into fragments.
+    constant: dict[int, list[int]] = {}
     for hour_value in sorted(cut_hours):
-        fragments += buckets.fragments(hour_value * HOUR_US, (hour_value + 1) * HOUR_US)
+        start_us, end_us = hour_value * HOUR_US, (hour_value + 1) * HOUR_US
+        offset = buckets.offset(start_us)
+        if (-offset) % HOUR_US and buckets.offset(end_us - 1) == offset:
+            constant.setdefault(offset, []).append(hour_value)
+        else:
+            fragments += buckets.fragments(start_us, end_us)
+    for offset, hours in constant.items():
+        phase = (-offset) % HOUR_US
+        cells: dict[int, tuple] = {}
+        rows = engine.shifted_hour_partials(ids, _runs(hours, sorted(whole_hours)), phase, tier.base, **grouped)
+        for row_id, shifted, total, count, low, high in rows:
+            cell = cells.get(shifted)
+            if cell is None:
+                # Local wall time shifted * HOUR_US + phase + offset is a local hour start, whatever the zone
+                # does outside this hour: bucket keys are arithmetic on the given offset.
+                cell = cells[shifted] = buckets.cell(shifted * HOUR_US + phase, offset)
+            yield row_id, cell, total, count, low, high
     if not fragments:
         return
     spans = [(a, b) for a, b, _cell in fragments]
-    for index, row_id, total, count, low, high in engine.fragment_partials(ids, spans, tier.base):
+    for index, row_id, total, count, low, high in engine.fragment_partials(ids, spans, tier.base, **grouped):
         yield row_id, fragments[index][2], total, count, low, high
+
+
+def _runs(hours: list[int], whole: list[int]) -> list[tuple[int, int]]:
+    """Sorted cut hours as few ranges ``[first, last + 1)``, each an index range per series.
+
+    A range may span hours that hold no data (for these series, in this window: every hour that
+    holds data is either cut or whole), never a ``whole`` (sorted) hour, which the rollup has
+    already counted.
+    """
+    runs: list[list[int]] = []
+    for hour in hours:
+        if runs and bisect_left(whole, runs[-1][1]) == bisect_left(whole, hour):
+            runs[-1][1] = hour + 1
+        else:
+            runs.append([hour, hour + 1])
+    return [(a, b) for a, b in runs]
 
 
 def usage(engine, query: UsageQuery, rate_of=None) -> dict:

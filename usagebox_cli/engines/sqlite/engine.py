@@ -237,17 +237,24 @@ class SQLiteEngine(Engine):
             params = (account,)
         return self.execute(sql + " LIMIT 1", params).fetchone() is not None
 
-    def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool) -> list[tuple]:
+    # The partials below come per id (series or base series), or, with ``groups`` (one group index per
+    # id), per group (``groups_in_sql``): the per-id statement runs as before, streaming in index
+    # order, and an outer GROUP BY adds its rows up per group, so one row per group and time unit
+    # crosses into Python instead of one per series.
+    groups_in_sql = True
+
+    def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool,
+                    groups: Optional[list[int]] = None) -> list[tuple]:
         sql = (
             f"SELECT base_id, {'day' if by_day else 'NULL'}, {exact_sum('quantity')}, sum(event_count),"
             " min(min_quantity), max(max_quantity) FROM rollup_daily"
             " WHERE base_id IN (SELECT value FROM json_each(:ids)) AND day >= :d0 AND day < :d1"
             f" GROUP BY base_id{', day' if by_day else ''}"
         )
-        return _fetch(self, sql, {"ids": json.dumps(ids), "d0": first_day, "d1": last_day}, 2)
+        return self._partials(sql, {"ids": json.dumps(ids), "d0": first_day, "d1": last_day}, 0, ids, groups)
 
     def hour_partials(self, ids: list[int], first_hour: int, last_hour: int, by_hour: bool, base: bool,
-                      source: str) -> list[tuple]:
+                      source: str, groups: Optional[list[int]] = None) -> list[tuple]:
         if base:
             hourly = "rollup_hourly r JOIN series s ON s.series_id = r.series_id"
             raw = "events e JOIN series s ON s.series_id = e.series_id"
@@ -272,14 +279,11 @@ class SQLiteEngine(Engine):
             )
         params = {"ids": json.dumps(ids), "h0": first_hour, "h1": last_hour,
                   "t0": first_hour * HOUR_US, "t1": last_hour * HOUR_US}
-        return _fetch(self, sql, params, 2)
+        return self._partials(sql, params, 0, ids, groups)
 
-    def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool) -> list[tuple]:
-        if base:
-            source, owned, raw_id = ("series s CROSS JOIN events e",
-                                     "s.base_id IN (SELECT value FROM json_each(:ids)) AND e.series_id = s.series_id", "s.base_id")
-        else:
-            source, owned, raw_id = "events e", "e.series_id IN (SELECT value FROM json_each(:ids))", "e.series_id"
+    def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool,
+                          groups: Optional[list[int]] = None) -> list[tuple]:
+        source, owned, raw_id = self._raw_owned(base)
         # One statement for every fragment; CROSS JOIN keeps the fragment list outermost so each is an index range.
         sql = (
             f"SELECT f.key, {raw_id}, {exact_sum('e.quantity')}, count(*), min(e.quantity), max(e.quantity)"
@@ -287,7 +291,48 @@ class SQLiteEngine(Engine):
             f" WHERE {owned} AND e.ts_us >= json_extract(f.value, '$[0]') AND e.ts_us < json_extract(f.value, '$[1]')"
             f" GROUP BY f.key, {raw_id}"
         )
-        return _fetch(self, sql, {"ids": json.dumps(ids), "fragments": json.dumps([list(span) for span in spans])}, 2)
+        params = {"ids": json.dumps(ids), "fragments": json.dumps([list(span) for span in spans])}
+        return self._partials(sql, params, 1, ids, groups)
+
+    def shifted_hour_partials(self, ids: list[int], hour_ranges: list[tuple[int, int]], phase_us: int,
+                              base: bool, groups: Optional[list[int]] = None) -> list[tuple]:
+        source, owned, raw_id = self._raw_owned(base)
+        # + HOUR_US - 1 keeps the dividend positive (SQLite's / truncates toward zero) for ts_us < phase.
+        shifted = f"(e.ts_us - :phase + {HOUR_US}) / {HOUR_US} - 1"
+        sql = (
+            f"SELECT {raw_id}, {shifted}, {exact_sum('e.quantity')}, count(*), min(e.quantity), max(e.quantity)"
+            f" FROM json_each(:ranges) f CROSS JOIN {source}"
+            f" WHERE {owned} AND e.ts_us >= json_extract(f.value, '$[0]') * {HOUR_US}"
+            f" AND e.ts_us < json_extract(f.value, '$[1]') * {HOUR_US}"
+            f" GROUP BY {raw_id}, {shifted}"
+        )
+        params = {"ids": json.dumps(ids), "ranges": json.dumps([list(r) for r in hour_ranges]), "phase": phase_us}
+        return self._partials(sql, params, 0, ids, groups)
+
+    @staticmethod
+    def _raw_owned(base: bool) -> tuple[str, str, str]:
+        """Raw events of the ids (base series ids with ``base``): FROM source, WHERE condition, id column."""
+        if base:
+            return ("series s CROSS JOIN events e",
+                    "s.base_id IN (SELECT value FROM json_each(:ids)) AND e.series_id = s.series_id", "s.base_id")
+        return "events e", "e.series_id IN (SELECT value FROM json_each(:ids))", "e.series_id"
+
+    def _partials(self, sql: str, params: dict, id_at: int, ids: list[int], groups: Optional[list[int]]) -> list[tuple]:
+        """Run a per-id partials statement (id in column ``id_at`` of 0 or 1, then the ``exact_sum`` halves,
+        count, min, max); with ``groups``, summed per group index in an outer GROUP BY.
+
+        The halves are summed again as halves, so the sum stays exact (below 2^31 rows).
+        """
+        if groups is None:
+            return _fetch(self, sql, params, 2)
+        other = 1 - id_at
+        sql = (
+            f"WITH per_id(c0, c1, high, low, n, lo, hi) AS ({sql}),"
+            " grouped(id, grp) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:groups))"
+            f" SELECT {'g.grp, p.c1' if id_at == 0 else 'p.c0, g.grp'}, sum(p.high), sum(p.low), sum(p.n), min(p.lo), max(p.hi)"
+            f" FROM per_id p JOIN grouped g ON g.id = p.c{id_at} GROUP BY g.grp, p.c{other}"
+        )
+        return _fetch(self, sql, dict(params, groups=json.dumps(list(zip(ids, groups)))), 2)
 
     def raw_series_sums(self, account: Optional[str], start_us: int, end_us: int, per_second: bool = False,
                         after_seq: int = 0, upto_seq: Optional[int] = None) -> list[tuple]:
