@@ -27,7 +27,7 @@ if str(BENCH_DIR) not in sys.path:
 
 from bench_read import ensure_usagebox_db  # noqa: E402
 from harness import (  # noqa: E402
-    DATA_DIR, MB, BenchError, SetupError, db_bytes, ensure_input, entry, find_tool, header_lines, load_average,
+    DATA_DIR, MB, BenchError, SetupError, arguments, db_bytes, ensure_input, entry, generator_flags, find_tool, header_lines, load_average,
     load_text, log, machine_facts, positive, rel, run_checked, table,
 )
 
@@ -116,13 +116,10 @@ def to_json(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=positive, default=1_000_000)
-    parser.add_argument("--accounts", type=positive, default=50)
-    parser.add_argument("--days", type=positive, default=30)
-    parser.add_argument("--seed", type=int, default=42)
+    parser = arguments(__doc__.splitlines()[0])
+    generator_flags(parser, 1_000_000, "the copied ledger")
+    parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
     parser.add_argument("--pg", metavar="DSN", help="an empty PostgreSQL database to copy into (default: a throwaway server)")
-    parser.add_argument("--json", action="store_true")
     return parser.parse_args(argv)
 
 

@@ -56,9 +56,11 @@ from harness import (  # noqa: E402
     DATA_DIR,
     BenchError,
     SetupError,
+    arguments,
     ensure_input,
     entry,
     find_tool,
+    generator_flags,
     header_lines,
     load_average,
     load_text,
@@ -66,6 +68,7 @@ from harness import (  # noqa: E402
     machine_facts,
     measure,
     positive,
+    repeat_flag,
     run_checked,
     table,
     usagebox_ingest,
@@ -295,17 +298,14 @@ def to_json(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=positive, default=1_000_000, help="events in the input (default 1,000,000)")
+    parser = arguments(__doc__.splitlines()[0])
+    generator_flags(parser, 1_000_000, "the input")
     parser.add_argument("--parts", type=positive, default=4, help="concurrent ingest processes in (c) (default 4)")
-    parser.add_argument("--repeat", type=positive, default=3, help="interleaved rounds; medians reported (default 3)")
+    repeat_flag(parser, 3, "interleaved round")
     parser.add_argument("--runs", type=positive, default=50, help="in-process query calls per engine (default 50)")
-    parser.add_argument("--accounts", type=positive, default=50)
-    parser.add_argument("--days", type=positive, default=30)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
     parser.add_argument("--pg-bin", help="folder of the PostgreSQL server binaries (default: $USAGEBOX_PG_BIN, then"
                                          " the newest /usr/lib/postgresql/*/bin)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     return parser.parse_args(argv)
 
 

@@ -27,7 +27,7 @@ TESTS_DIR = BENCH_DIR.parent / "tests"
 
 from bench_read import ensure_usagebox_db  # noqa: E402
 from harness import (  # noqa: E402
-    DATA_DIR, MB, BenchError, SetupError, entry, ensure_input, find_tool, header_lines, load_average, load_text,
+    DATA_DIR, MB, BenchError, SetupError, arguments, entry, ensure_input, generator_flags, repeat_flag, find_tool, header_lines, load_average, load_text,
     log, machine_facts, positive, run_checked, table,
 )
 
@@ -170,16 +170,10 @@ def to_json(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark streaming output (sql json/ndjson/csv, export ndjson/csv) on SQLite and PostgreSQL.",
-        epilog="Progress goes to stderr; the table (or --json) to stdout. See benchmarks/README.md.",
-    )
-    parser.add_argument("--events", type=positive, metavar="N", default=1_000_000, help="events in the ledger (default 1,000,000)")
-    parser.add_argument("--repeat", type=positive, metavar="K", default=3, help="interleaved rounds; medians are reported (default 3)")
+    parser = arguments("Benchmark streaming output (sql json/ndjson/csv, export ndjson/csv) on SQLite and PostgreSQL.")
+    generator_flags(parser, 1_000_000, "the ledger")
+    repeat_flag(parser, 3, "interleaved round")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only (no PostgreSQL server binaries here)")
-    parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
-    parser.add_argument("--accounts", type=positive, default=50, help="generator --accounts (default 50)")
-    parser.add_argument("--days", type=positive, default=30, help="generator --days (default 30)")
     parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
     return parser.parse_args(argv)
 
