@@ -341,7 +341,7 @@ def test_the_engine_default_shifted_hours_equal_the_sqlite_statement(tmp_path, b
              "2026-06-01T19:59:00Z", "2026-06-01T21:45:00Z", "2026-06-01T23:31:00Z"]
     events = [_ev(n, "acct_a", str(n + 1), when, dimensions={"region": "us"} if n % 2 else {})
               for n, when in enumerate(whens)]
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(str(tmp_path / "usage.db"), str(tmp_path), events)
     try:
         ids = [row[0] for row in conn.series(None, base_only=base)]
         assert len(ids) == (1 if base else 2)
@@ -363,7 +363,7 @@ def test_grouped_partials_sum_the_series_of_each_group_in_sql(tmp_path):
     whens = ["2026-06-01T18:05:00Z", "2026-06-01T18:40:00Z", "2026-06-01T19:10:00Z", "2026-06-01T19:50:00Z"]
     events = [_ev(n, "acct_a", f"{n + 1}.5", whens[n % 4], dimensions={"region": f"r{n % 3}"}, model_id=f"m{n % 2}")
               for n in range(24)]
-    conn = build_database(str(tmp_path), events)
+    conn = build_database(str(tmp_path / "usage.db"), str(tmp_path), events)
     try:
         series = conn.series(None)
         ids = [row[0] for row in series]

@@ -6,7 +6,7 @@ rejected lines with ``--rejects``, a dry run, ``--extra dimensions``, agent
 logs that grow into Corrections), closed periods with and without a frozen
 price book, late Usage, a Correction, a Retraction, a re-run, conflicts, then
 every reading command (usage, query, sql, accounts, export, period(s),
-explain, verify, budget, margin, reconcile, report, sources, conflicts) in
+explain, verify, budget, margin, reconcile, report, sources, conflicts, copy) in
 JSON, CSV and NDJSON, and the refusals (an unknown key, a closed month, a
 bad window) with their exit codes.  Each command's exit code, output and
 error must be identical once the instants of writes (``ingested_at``,
@@ -37,6 +37,7 @@ BUDGETS = EX / "budgets.toml"
 AGENTS = EX / "agent-logs"
 VENDOR = EX / "vendor"
 OUT = "{out}"  # replaced by each engine's own output folder
+LEDGER = "{ledger}"  # replaced by the engine's own ledger (``copy`` names its source)
 
 CONFLICTING = [
     {"event_id": "evt_2026-06_acct42_0002", "account_id": "acct_42", "meter_id": "claude_tokens",
@@ -177,6 +178,9 @@ SCENARIO: list[tuple[str, tuple]] = [
     ("sources csv", ("sources", "--format", "csv")),
     ("conflicts", ("conflicts", "--json")),
     ("conflicts of one event", ("conflicts", "--event", "evt_2026-06_acct42_0002", "--format", "ndjson")),
+    # Each engine's ledger into a new SQLite file: the counts, and verify on the copy, must agree.
+    ("copy to a new sqlite file", ("copy", LEDGER, f"{OUT}/copied.db", "--json")),
+    ("copy into a ledger that is not empty", ("copy", LEDGER, f"{OUT}/copied.db", "--json")),
     # Last: on PostgreSQL a dry run's rolled-back inserts still use up identity values (sequences are not
     # transactional), so every later seq, watermark and segment_id would differ from SQLite's.
     ("ingest dry run", ("ingest", EX / "events.ndjson", EX / "late_usage.ndjson", "--dry-run", "--json")),
@@ -198,7 +202,7 @@ class EngineLedger(Ledger):
 
     def answer(self, name: str, argv: tuple, inputs: dict):
         args = [inputs.get(a, a) if isinstance(a, str) else a for a in argv]
-        args = [a.replace(OUT, str(self.out)) if isinstance(a, str) else a for a in args]
+        args = [a.replace(OUT, str(self.out)).replace(LEDGER, self.db) if isinstance(a, str) else a for a in args]
         result = run_cli_inprocess(args, db=self.db, input=STDIN.get(name))  # type: ignore[arg-type]
         out = result.stdout
         try:
@@ -280,5 +284,12 @@ def test_the_scenario_walks_every_command_that_opens_a_ledger_and_every_exit_cod
 
     commands = set(typer.main.get_command(app).commands)  # the list `usagebox --help` prints
     walked = {argv[0] for _, argv in SCENARIO}
-    assert commands - walked == {"prices"}  # price books only: no --db
+    assert commands - walked == {"prices"}  # price books only: no ledger
     assert {lite[0] for lite, _ in answers[0].values()} == {0, 1, 2}
+
+
+def test_the_copy_steps_copied_then_refused(answers):
+    copied, _ = answers[0]["copy to a new sqlite file"]
+    assert copied[0] == 0 and copied[1]["ok"] is True and copied[1]["copied"]["events"] > 0, copied
+    refused, _ = answers[0]["copy into a ledger that is not empty"]
+    assert refused[0] == 2 and refused[2].startswith("Error: "), refused

@@ -39,7 +39,7 @@ psycopg = import_psycopg()
 from usagebox_cli import exactjson  # noqa: E402
 from usagebox_cli.engines.postgres import connection, writer  # noqa: E402
 from usagebox_cli.events import event_document  # noqa: E402
-from usagebox_cli.ops.ingest_reader import parse_ndjson_line  # noqa: E402
+from usagebox_cli.readers.ndjson import parse_line  # noqa: E402
 
 ACCOUNTS = [f"acct_{n}" for n in range(4)]
 METERS = {"tokens": "tokens", "credits": "credits"}
@@ -189,7 +189,7 @@ def test_racing_ingests_of_the_same_and_overlapping_files_count_each_event_once_
 
 
 def _parsed(event: dict):
-    return parse_ndjson_line(json.dumps(event).encode(), "reject", False).event
+    return parse_line(json.dumps(event).encode(), "reject", False).event
 
 
 def _document(event: dict) -> str:

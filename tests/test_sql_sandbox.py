@@ -467,3 +467,49 @@ def test_printf_is_refused_because_an_oversized_result_would_be_a_silent_null(st
             list(readonly.run_sql(conn, sql, {}, 5).rows)
         assert "SQLite gives NULL instead of an error when its result is too long" in refused.value.message
     conn.close()
+
+
+@pytest.mark.parametrize("statement, table", [
+    ("SELECT * FROM events", "events"),
+    ("SELECT count(*) FROM series", "series"),
+    ("SELECT name FROM sqlite_master", "sqlite_master"),
+    ("SELECT e.event_id FROM usage_events e JOIN rollup_hourly r ON r.series_id = 1", "rollup_hourly"),
+    ("SELECT * FROM usage_events WHERE seq IN (SELECT seq FROM events)", "events"),
+    ('SELECT * FROM "Segments"', "segments"),
+    ("SELECT count(*) AS n FROM conflicts", "conflicts"),
+    ("SELECT * FROM series_columns", "series"),
+])
+def test_only_the_documented_views_may_be_read(store, statement, table):
+    # SPEC §4: "Read-only, over the views usage_events and usage_hourly" -- the tables behind them
+    # are the engine's own (PostgreSQL refuses them too), so a script cannot come to depend on them.
+    result = store("sql", statement, "--json")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (f"Error: refused: reading {table} is not allowed; `usagebox sql` reads only the views "
+                             "usage_events and usage_hourly\n")
+
+
+@pytest.mark.parametrize("statement", [
+    "WITH usage_events AS (SELECT * FROM events) SELECT count(*) AS n FROM usage_events",
+    "WITH x AS (SELECT 1), USAGE_HOURLY AS MATERIALIZED (SELECT * FROM rollup_hourly) SELECT * FROM usage_hourly",
+    'WITH "usage_events"(n) AS NOT MATERIALIZED (SELECT seq FROM events) SELECT * FROM "usage_events"',
+    "WITH RECURSIVE /* c */ [usage_hourly] AS (SELECT * FROM series) SELECT * FROM usage_hourly",
+    "SELECT * FROM usage_events WHERE seq IN (WITH usage_events AS (SELECT seq FROM events) SELECT seq FROM usage_events)",
+])
+def test_a_cte_cannot_borrow_a_view_name_to_read_the_tables_behind_it(store, statement):
+    # Inside a view SQLite's authorizer names the view; it names a CTE the same way.
+    result = store("sql", statement, "--json")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("Error: refused: a CTE named usage_"), result.stderr
+    assert result.stderr.endswith("is not allowed; it would hide the view of that name\n")
+
+
+@pytest.mark.parametrize("statement, expected", [
+    ("SELECT 'usage_events AS (' AS t", [{"t": "usage_events AS ("}]),
+    ("SELECT count(*) AS n FROM usage_events AS u -- usage_events AS (\n", [{"n": 8}]),
+    ("WITH per_model AS (SELECT model_id, count(*) AS n FROM usage_events GROUP BY model_id) "
+     "SELECT n FROM per_model WHERE model_id = 'm2'", [{"n": 2}]),
+    ("SELECT count(*) AS n FROM usage_hourly h, json_each(h.dimensions)", [{"n": 1}]),
+    ("SELECT (SELECT count(*) FROM usage_events) AS n", [{"n": 8}]),
+])
+def test_the_views_read_as_before_under_any_alias_comment_or_cte(store, statement, expected):
+    assert rows(store("sql", statement, "--json")) == expected

@@ -3,7 +3,8 @@
 Three layers, none of them a regex over the SQL text:
 
 1. the database is opened ``mode=ro``, so SQLite itself refuses writes;
-2. an allow-list authorizer permits only SELECT, reading tables, calling
+2. an allow-list authorizer permits only SELECT, reading the documented
+   views (and the tables behind them, from inside them only), calling
    functions (except ``load_extension``), recursive CTEs and a few pragmas
    that only read the schema.  Everything else is denied at prepare time:
    writes (also inside a CTE), ATTACH (which ``VACUUM INTO`` uses, and which
@@ -52,6 +53,10 @@ _ACTION_NAMES = {
     )
     if hasattr(sqlite3, name)
 }
+# What a query may read by name (SPEC: "over the views usage_events and usage_hourly"); the tables
+# behind them are read only from inside the views, which SQLite tells the authorizer by naming the view.
+VIEWS = frozenset({"usage_events", "usage_hourly"})
+SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"})
 TABLE_FUNCTIONS = ("json_each", "json_tree") + tuple(f"pragma_{name}" for name in sorted(READ_ONLY_PRAGMAS))
 # One value, and a whole answer, in its text form: bounds memory and output
 # whatever the time limit, since one huge value is built in a single step.
@@ -67,9 +72,32 @@ class SqlResult:
 
 
 class _Authorizer:
-    def __init__(self) -> None:
+    def __init__(self, stored_tables: frozenset[str]) -> None:
         self.denied: Optional[str] = None
         self.selecting = False
+        self.stored_tables = stored_tables
+        self.read_in_views: set[str] = set()
+
+    def readable(self, table: Optional[str], column: Optional[str], view: Optional[str]) -> bool:
+        """Whether this read is the documented views' (SPEC §4: "over the views usage_events and usage_hourly").
+
+        A name that is no stored table (a view, a CTE, a table-valued function) reads nothing by itself.
+        A stored table is read by a column from inside a view, which SQLite names here -- but it names a
+        CTE the same way, so a CTE called like a view is refused before the query is prepared
+        (``_shadowed_view``).  ``count(*)`` reads a table by no column and names no view: allowed for a
+        table this statement already reads through a view, so only its row count could show.
+        """
+        name = (table or "").lower()
+        if name not in self.stored_tables:
+            return True
+        if name == "sqlite_master" and column == "ROWID" and view is None:
+            return True  # SQLite looking up a table-valued function's entry (json_each, the schema pragmas)
+        if column:
+            if view is not None and view.lower() in VIEWS:
+                self.read_in_views.add(name)
+                return True
+            return False
+        return name in self.read_in_views
 
     def __call__(self, action: int, arg1: Optional[str], arg2: Optional[str], _db: Optional[str], _trigger: Optional[str]) -> int:
         if action == sqlite3.SQLITE_SELECT:
@@ -79,6 +107,8 @@ class _Authorizer:
             # table on first use: a table-valued function not on the list.
             return self._deny(f"a table-valued function or virtual table other than {', '.join(TABLE_FUNCTIONS[:2])} "
                               "and the schema pragmas")
+        if action == sqlite3.SQLITE_READ and not self.readable(arg1, arg2, _trigger):
+            return self._deny(f"reading {arg1}")
         if action in ALLOWED_ACTIONS:
             if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
                 return self._deny(f"the function {arg2}()")
@@ -95,11 +125,65 @@ class _Authorizer:
         return self._deny(what)
 
     def _deny(self, what: str) -> int:
-        # The statement's own action names it best; the row writes SQLite
-        # makes on its schema table along the way (insert, update, delete) do not.
-        if self.denied is None or (self.denied in ("insert", "update", "delete") and what not in ("insert", "update", "delete")):
+        # The statement's own action names it best; the row writes SQLite makes on its schema
+        # table along the way (insert, update, delete) less so, and the tables it reads least.
+        if self.denied is None or _rank(what) < _rank(self.denied):
             self.denied = what
         return sqlite3.SQLITE_DENY
+
+
+def _rank(denied: str) -> int:
+    return 2 if denied.startswith("reading ") else 1 if denied in ("insert", "update", "delete") else 0
+
+
+def _tokens(sql: str) -> Iterator[str]:
+    """SQL's words and punctuation, lower-cased, without comments or string literals; quoted names unquoted."""
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c.isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif c in ("'", '"', "`", "["):
+            close = "]" if c == "[" else c
+            end, text = i + 1, []
+            while end < n:
+                if sql[end] == close:
+                    if close != "]" and sql.startswith(close * 2, end):  # a doubled quote is one quote character
+                        text.append(close)
+                        end += 2
+                        continue
+                    break
+                text.append(sql[end])
+                end += 1
+            yield "'" if c == "'" else "".join(text).lower()
+            i = end + 1
+        elif c.isalnum() or c == "_" or ord(c) > 127:
+            end = i
+            while end < n and (sql[end].isalnum() or sql[end] in "_$" or ord(sql[end]) > 127):
+                end += 1
+            yield sql[i:end].lower()
+            i = end
+        else:
+            yield c
+            i += 1
+
+
+def _shadowed_view(sql: str) -> Optional[str]:
+    """The documented view that a CTE of ``sql`` would hide (``WITH usage_events AS (…)``), if any."""
+    words = list(_tokens(sql))
+    for at, word in enumerate(words):
+        if word not in VIEWS:
+            continue
+        following = words[at + 1:at + 3]
+        if following[:1] == ["("] or (following[:1] == ["as"] and following[1:2] in (["("], ["materialized"], ["not"])):
+            return word
+    return None
 
 
 def _register_table_functions(conn: sqlite3.Connection) -> None:
@@ -112,10 +196,14 @@ def _register_table_functions(conn: sqlite3.Connection) -> None:
 
 def run_sql(conn: sqlite3.Connection, sql: str, params: dict[str, Any], timeout: float) -> SqlResult:
     """Prepare and start a read-only query; rows stream from the returned iterator (``timeout`` already checked)."""
+    shadowed = _shadowed_view(sql)
+    if shadowed:
+        raise Refused(f"refused: a CTE named {shadowed} is not allowed; it would hide the view of that name")
     conn.set_authorizer(None)
     _register_table_functions(conn)
     conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, VALUE_LIMIT)
-    authorizer = _Authorizer()
+    stored = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    authorizer = _Authorizer(frozenset(name.lower() for (name,) in stored) | SCHEMA_TABLES)
     conn.set_authorizer(authorizer)
     stopped = [False]
     # The limit counts SQLite's time only: a big answer written to a slow
@@ -148,6 +236,9 @@ def run_sql(conn: sqlite3.Connection, sql: str, params: dict[str, Any], timeout:
             # Ctrl-C raised KeyboardInterrupt inside the progress handler,
             # which sqlite3 swallows and reports as this: it is still Ctrl-C.
             raise KeyboardInterrupt
+        if authorizer.denied and authorizer.denied.startswith("reading "):
+            return Refused(f"refused: {authorizer.denied} is not allowed; `usagebox sql` reads only the views "
+                           f"{' and '.join(sorted(VIEWS))}")
         if authorizer.denied:
             return Refused(f"refused: {authorizer.denied} is not allowed; `usagebox sql` is read-only (SELECT only)")
         if stopped[0]:
