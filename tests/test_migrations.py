@@ -511,6 +511,23 @@ def test_an_event_that_would_overflow_its_rollup_is_rejected_alone(fresh, tmp_pa
     assert (again.accepted, again.duplicates, again.rejected) == (0, 10, 1)
 
 
+def test_an_overflowing_event_in_a_later_insert_statement_of_the_batch_is_rejected_alone(fresh, tmp_path, monkeypatch):
+    # A batch goes in as several multi-row INSERTs; the failing one is redone row by row, the others stay.
+    from usagebox_cli.engines.sqlite import writer
+
+    monkeypatch.setattr(writer, "INSERT_ROWS", 3)
+    _, conn = fresh
+    others = [event(500 + n, account_id="acct_other", quantity=n + 1, timestamp="2025-06-16T10:30:00Z") for n in range(4)]
+    source = write_ndjson(tmp_path / "big.ndjson", others[:2] + _big_events(10) + others[2:])
+    summary = ingest(conn, [str(source)], IngestOptions())
+    assert (summary.accepted, summary.rejected) == (13, 1)
+    assert [error["line"] for error in summary.errors] == [12]
+    assert conn.execute("SELECT count(*), sum(quantity) FROM events").fetchone() == (
+        13, 9 * BIG * 1_000_000 + 10_000_000)
+    assert conn.execute("SELECT sum(quantity), sum(event_count) FROM rollup_hourly").fetchone() == (
+        9 * BIG * 1_000_000 + 10_000_000, 13)
+
+
 def test_rollup_just_below_int64_stays_exact_integer(fresh, tmp_path):
     _, conn = fresh
     source = write_ndjson(tmp_path / "nine.ndjson", _big_events(9))
