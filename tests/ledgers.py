@@ -33,9 +33,10 @@ ENGINES = ["sqlite", "postgres"]
 POSTGRES_SHARE = 4
 
 
-def examples(engine: str, sqlite_examples: int) -> int:
-    """A hypothesis property's ``max_examples`` on ``engine``, given the number it runs on SQLite."""
-    return sqlite_examples if engine == "sqlite" else max(5, sqlite_examples // POSTGRES_SHARE)
+def examples(engine: str, sqlite_examples: int, minimum: int = 5) -> int:
+    """A hypothesis property's ``max_examples`` on ``engine``, given the number it runs on SQLite
+    (and at least ``minimum`` on PostgreSQL)."""
+    return sqlite_examples if engine == "sqlite" else max(minimum, sqlite_examples // POSTGRES_SHARE)
 
 # Throwaway SQLite ledgers live in memory-backed /dev/shm where there is one (an fsync there is free).
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None

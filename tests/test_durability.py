@@ -138,7 +138,7 @@ def cli_env() -> dict:
     return env
 
 
-COMMIT_LINES = 20_000  # small transactions, so a kill can land between commits
+COMMIT_LINES = 10_000  # small transactions, so a kill can land between commits
 
 
 def start_ingest(db: Path, *files: Path, commit_lines: int = COMMIT_LINES) -> subprocess.Popen:
@@ -285,7 +285,7 @@ def stored_events(db) -> dict:
 
 # -- crash safety ----------------------------------------------------------------
 
-BIG_EVENTS = 80_000  # a few seconds of ingest: commits every COMMIT_LINES lines, then the final one
+BIG_EVENTS = 40_000  # a few seconds of ingest: commits every COMMIT_LINES lines, then the final one
 
 
 @pytest.fixture(scope="module")
@@ -471,10 +471,10 @@ class CliReader(threading.Thread):
 
 def test_concurrent_ingests_and_readers_count_each_event_once(tmp_path):
     folder = tmp_path
-    a = generate(folder / "a.ndjson", 15_000, seed=1)
-    b = generate(folder / "b.ndjson", 15_000, seed=2)
-    c = generate(folder / "c.ndjson", 15_000, seed=3)
-    shared = generate(folder / "shared.ndjson", 15_000, seed=4)
+    a = generate(folder / "a.ndjson", 8_000, seed=1)
+    b = generate(folder / "b.ndjson", 8_000, seed=2)
+    c = generate(folder / "c.ndjson", 8_000, seed=3)
+    shared = generate(folder / "shared.ndjson", 8_000, seed=4)
     expected = union(a, b, c, shared)
     db = folder / "concurrent.db"  # not created yet: the ingests also race to create it
 
@@ -598,7 +598,7 @@ def test_ingest_killed_while_another_runs_does_not_block_it(tmp_path, big_file):
     """SIGKILL one of two concurrent ingests (it may hold the write lock): the other
     finishes cleanly, and re-running the killed one completes the union exactly."""
     first = big_file  # long enough to be still running when it is killed
-    second = generate(tmp_path / "second.ndjson", 20_000, seed=8)
+    second = generate(tmp_path / "second.ndjson", 10_000, seed=8)
     db = tmp_path / "two.db"
     victim = start_ingest(db, first.path)
     survivor = start_ingest(db, second.path)
