@@ -34,7 +34,7 @@ from pathlib import Path
 
 # ``python benchmarks/<script>.py`` puts this folder first on sys.path, so ``harness`` imports as is.
 from harness import (DATA_DIR, MB, BenchError, arguments, db_bytes, entry, find_tool, header_lines, load_text, log,
-                     machine_facts, positive, rel, remove_db, run_checked, table)
+                     machine_facts, positive, rel, remove_db, run_checked, table, to_json)
 
 MODELS = ("claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5-20251001")
 TOKEN_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
@@ -198,10 +198,6 @@ def render_table(report: dict) -> str:
              f"{r['peak_rss_mb']:.1f}", f"{r['db_mb']:.1f}", f"{r['skipped']:,}")
             for label, r in (("first ingest", report["runs"]["first_ingest"]), ("re-ingest", report["runs"]["reingest"]))]
     return "\n".join(lines + table(header, body, left=1)) + "\n"
-
-
-def to_json(report: dict) -> str:
-    return json.dumps(report, indent=2) + "\n"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

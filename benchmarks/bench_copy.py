@@ -27,28 +27,14 @@ if str(BENCH_DIR) not in sys.path:
 
 from bench_read import ensure_usagebox_db  # noqa: E402
 from harness import (  # noqa: E402
-    DATA_DIR, MB, BenchError, SetupError, arguments, db_bytes, ensure_input, entry, generator_flags, find_tool, header_lines, load_average,
-    load_text, log, machine_facts, positive, rel, run_checked, table,
+    DATA_DIR, MB, BenchError, arguments, db_bytes, ensure_input, entry, generator_flags, find_tool, header_lines, load_average,
+    load_text, log, machine_facts, rel, run_checked, table, throwaway_postgres, to_json,
 )
 
 
 def start_server():
     """A throwaway PostgreSQL server with durable settings; (server, dsn of an empty database)."""
-    sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
-    try:
-        from pgcluster import Cluster
-    except ImportError as exc:
-        raise SetupError(f"cannot start PostgreSQL: {exc}; pass --pg DSN") from None
-    try:
-        server = Cluster(tcp=False).start()
-    except RuntimeError as exc:
-        raise SetupError(f"cannot start PostgreSQL: {exc}; pass --pg DSN") from None
-    import psycopg
-
-    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET fsync = on")
-        conn.execute("ALTER SYSTEM SET full_page_writes = on")
-        conn.execute("SELECT pg_reload_conf()")
+    server = throwaway_postgres(durable=True, hint="; pass --pg DSN")
     return server, server.conninfo(server.database())
 
 
@@ -111,14 +97,9 @@ def render_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_json(report: dict) -> str:
-    return json.dumps(report, indent=2) + "\n"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = arguments(__doc__.splitlines()[0])
     generator_flags(parser, 1_000_000, "the copied ledger")
-    parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
     parser.add_argument("--pg", metavar="DSN", help="an empty PostgreSQL database to copy into (default: a throwaway server)")
     return parser.parse_args(argv)
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import sys
@@ -71,6 +70,7 @@ from harness import (  # noqa: E402
     repeat_flag,
     run_checked,
     table,
+    to_json,
     usagebox_ingest,
 )
 
@@ -293,17 +293,12 @@ def render_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_json(report: dict) -> str:
-    return json.dumps(report, indent=2) + "\n"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = arguments(__doc__.splitlines()[0])
     generator_flags(parser, 1_000_000, "the input")
     parser.add_argument("--parts", type=positive, default=4, help="concurrent ingest processes in (c) (default 4)")
     repeat_flag(parser, 3, "interleaved round")
     parser.add_argument("--runs", type=positive, default=50, help="in-process query calls per engine (default 50)")
-    parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
     parser.add_argument("--pg-bin", help="folder of the PostgreSQL server binaries (default: $USAGEBOX_PG_BIN, then"
                                          " the newest /usr/lib/postgresql/*/bin)")
     return parser.parse_args(argv)

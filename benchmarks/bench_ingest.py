@@ -209,7 +209,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--big", action="store_true",
                         help=f"also first-ingest a {BIG_EVENTS:,}-event file and report its peak RSS")
     parser.add_argument("--big-events", type=positive, metavar="N", default=BIG_EVENTS, help=f"events in the --big file (default {BIG_EVENTS:,})")
-    parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
     return parser.parse_args(argv)
 
 

@@ -23,12 +23,11 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
-TESTS_DIR = BENCH_DIR.parent / "tests"
 
 from bench_read import ensure_usagebox_db  # noqa: E402
 from harness import (  # noqa: E402
-    DATA_DIR, MB, BenchError, SetupError, arguments, entry, ensure_input, generator_flags, repeat_flag, find_tool, header_lines, load_average, load_text,
-    log, machine_facts, positive, run_checked, table,
+    DATA_DIR, MB, BenchError, arguments, entry, ensure_input, find_tool, generator_flags, header_lines, load_average,
+    load_text, log, machine_facts, repeat_flag, run_checked, table, throwaway_postgres, to_json,
 )
 
 TARGET_RSS_MB = 150
@@ -70,16 +69,7 @@ def timed(usagebox: str, db: str, args: list[str], mark: bytes, rows: int, out: 
 
 def start_postgres(usagebox: str, source: Path, events: int):
     """A throwaway server (tests/pgcluster.py) holding one ledger ingested from ``source``: (cluster, conninfo, ingest s)."""
-    if str(TESTS_DIR) not in sys.path:
-        sys.path.insert(0, str(TESTS_DIR))
-    try:
-        from pgcluster import Cluster
-    except ImportError as exc:
-        raise SetupError(f"cannot start PostgreSQL: {exc}") from None
-    try:
-        cluster = Cluster(tcp=False).start()
-    except RuntimeError as exc:
-        raise SetupError(f"cannot start PostgreSQL: {exc}") from None
+    cluster = throwaway_postgres(durable=False)
     try:
         dsn = cluster.conninfo(cluster.database())
         log(f"ingesting {events:,} events into PostgreSQL ...")
@@ -165,16 +155,11 @@ def render_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_json(report: dict) -> str:
-    return json.dumps(report, indent=2) + "\n"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = arguments("Benchmark streaming output (sql json/ndjson/csv, export ndjson/csv) on SQLite and PostgreSQL.")
     generator_flags(parser, 1_000_000, "the ledger")
     repeat_flag(parser, 3, "interleaved round")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only (no PostgreSQL server binaries here)")
-    parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
     return parser.parse_args(argv)
 
 

@@ -53,7 +53,7 @@ from typing import Callable
 # wrapper, machine facts, table layout and main().  Same names, same files.
 from harness import (DATA_DIR, GENERATOR, MB, BenchError, SetupError, arguments, ensure_input, entry, find_tool,
                      generator_flags, header_lines, load_average, load_text, log, machine_facts, positive, rel,
-                     remove_db, repeat_flag, run_checked, sqlite_utils_insert, table, usagebox_ingest)
+                     remove_db, repeat_flag, run_checked, sqlite_utils_insert, table, to_json, usagebox_ingest)
 
 ACCOUNT = "acct_000"
 PERIOD = "2026-06"
@@ -795,10 +795,6 @@ def render_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_json(report: dict) -> str:
-    return json.dumps(report, indent=2, default=str) + "\n"
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -815,7 +811,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--part", choices=("all", "classic", "matrix"), default="all",
                         help="classic: the by-model runs on both databases; matrix: the issue-16 shapes against "
                              "DuckDB and sqlite-utils on the standard database; all: both (default)")
-    parser.add_argument("--seed", type=int, default=42, help="generator --seed for both (default 42)")
     return parser.parse_args(argv)
 
 

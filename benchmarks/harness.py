@@ -335,6 +335,29 @@ def generator_flags(parser: argparse.ArgumentParser, events: int, where: str, pr
     parser.add_argument(f"--{prefix}accounts", type=positive, default=accounts,
                         help=f"{label}generator --accounts (default {accounts})")
     parser.add_argument(f"--{prefix}days", type=positive, default=days, help=f"{label}generator --days (default {days})")
+    if not prefix:  # a second input is generated with the same seed
+        parser.add_argument("--seed", type=int, default=42, help="generator --seed (default 42)")
+
+
+def to_json(report: dict) -> str:
+    """A benchmark's report as the ``--json`` output."""
+    return json.dumps(report, indent=2, default=str) + "\n"
+
+
+def throwaway_postgres(durable: bool, hint: str = ""):
+    """A started throwaway PostgreSQL server (``tests/pgcluster.py``): fsync on when ``durable``; the
+    caller stops it.  ``hint`` ends the one-line error when it cannot start."""
+    tests = str(BENCH_DIR.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    try:
+        from pgcluster import Cluster
+    except ImportError as exc:
+        raise SetupError(f"cannot start PostgreSQL: {exc}{hint}") from None
+    try:
+        return Cluster(tcp=False, durable=durable).start()
+    except RuntimeError as exc:
+        raise SetupError(f"cannot start PostgreSQL: {exc}{hint}") from None
 
 
 def _terminate(signum, frame):
