@@ -43,10 +43,10 @@ from harness import (DATA_DIR, GENERATOR, MB, SetupError, arguments, count_lines
 BIG_EVENTS = 3_000_000
 
 # Targets (see benchmarks/README.md).
-TARGET_VS_SQLITE_UTILS = 1.0  # first-ingest rate / sqlite-utils insert --nl rate; aim 2.0
-AIM_VS_SQLITE_UTILS = 2.0
-TARGET_REINGEST = 2.0  # re-ingest rate / first-ingest rate
+TARGET_VS_SQLITE_UTILS = 2.0  # first-ingest rate / sqlite-utils insert --nl rate (issue 16)
+TARGET_REINGEST = 4.0  # re-ingest rate / first-ingest rate
 TARGET_RSS_MB = 300.0  # peak RSS of any usagebox ingest, whatever the file size
+TARGET_RSS_GROWTH = 1.25  # the --big file's peak RSS / this file's: flat memory
 
 
 def summarize(samples: list[dict], events: int) -> dict:
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
     reingest_ratio = runs["reingest"]["events_per_s"] / first_rate
     checks = [
         check("first ingest rate / sqlite-utils insert --nl rate", vs_sqlite_utils, "x",
-              ">=", TARGET_VS_SQLITE_UTILS, note=f"aim {AIM_VS_SQLITE_UTILS:g}x"),
+              ">=", TARGET_VS_SQLITE_UTILS),
         check("re-ingest rate / first ingest rate", reingest_ratio, "x", ">=", TARGET_REINGEST),
         check(f"peak RSS, usagebox, {n:,} events",
               max(runs["first_ingest"]["peak_rss_mb"], runs["reingest"]["peak_rss_mb"]),
@@ -130,8 +130,8 @@ def run(args: argparse.Namespace) -> dict:
     if big:
         big_rss = runs["big_first_ingest"]["peak_rss_mb"]
         growth = big_rss / runs["first_ingest"]["peak_rss_mb"]
-        checks.append(check(f"peak RSS, usagebox, {args.big_events:,} events", big_rss, " MB", "<",
-                            TARGET_RSS_MB, note=f"{growth:.2f}x the {n:,}-event first ingest"))
+        checks.append(check(f"peak RSS, usagebox, {args.big_events:,} events", big_rss, " MB", "<", TARGET_RSS_MB))
+        checks.append(check(f"peak RSS, {args.big_events:,} / {n:,} events", growth, "x", "<=", TARGET_RSS_GROWTH))
 
     return {
         "machine": facts,
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def check(name: str, value: float, unit: str, op: str, target: float, note: str = "") -> dict:
-    passed = value >= target if op == ">=" else value < target
+    passed = value >= target if op == ">=" else value <= target if op == "<=" else value < target
     return {"name": name, "value": round(value, 4), "unit": unit.strip(), "op": op,
             "target": target, "result": "PASS" if passed else "MISS", "note": note,
             "_unit": unit, "_digits": 2 if unit == "x" else 1}
