@@ -77,6 +77,12 @@ def connect(db: str):
     except psycopg.ProgrammingError as exc:  # a malformed conninfo string
         detail = str(exc).splitlines()[0] if str(exc) else "malformed"
         raise CannotRun(f"--db {label} is not a valid PostgreSQL connection string ({redact(detail)})") from None
+    # Lists (every ``= ANY(%s)`` and ``unnest(%s::text[])`` of a batch) go in PostgreSQL's binary array
+    # format: the text format quotes each element through a regular expression, which was half the
+    # client's time in an ingest (measured: 9 of 17 s for 20,000 events).
+    from psycopg.types.array import ListBinaryDumper
+
+    conn.adapters.register_dumper(list, ListBinaryDumper)
     return conn
 
 
