@@ -70,6 +70,7 @@ from harness import (  # noqa: E402
     repeat_flag,
     run_checked,
     table,
+    throwaway_postgres,
     to_json,
     usagebox_ingest,
 )
@@ -88,14 +89,10 @@ def start_server(args: argparse.Namespace):
     if args.pg_bin:
         os.environ["USAGEBOX_PG_BIN"] = args.pg_bin
     try:
-        import psycopg  # noqa: F401
-        from pgcluster import Cluster
+        import psycopg  # noqa: F401  (the in-process reads need the driver too)
     except ImportError as exc:
-        raise SetupError(f"cannot import the PostgreSQL pieces ({exc}): pip install -e '.[test,postgres]'") from None
-    try:
-        return Cluster(tcp=True, durable=True).start()
-    except RuntimeError as exc:
-        raise SetupError(str(exc)) from None
+        raise SetupError(f"cannot import the PostgreSQL driver ({exc}): pip install -e '.[test,postgres]'") from None
+    return throwaway_postgres(durable=True, hint="; pip install -e '.[test,postgres]'", tcp=True)
 
 
 def split(source: Path, parts: int, folder: Path) -> list[Path]:

@@ -344,9 +344,10 @@ def to_json(report: dict) -> str:
     return json.dumps(report, indent=2, default=str) + "\n"
 
 
-def throwaway_postgres(durable: bool, hint: str = ""):
-    """A started throwaway PostgreSQL server (``tests/pgcluster.py``): fsync on when ``durable``; the
-    caller stops it.  ``hint`` ends the one-line error when it cannot start."""
+def throwaway_postgres(durable: bool, hint: str = "", tcp: bool = False):
+    """A started throwaway PostgreSQL server (``tests/pgcluster.py``): fsync on when ``durable``, on
+    loopback TCP as well as its socket when ``tcp``; the caller stops it.  ``hint`` ends the one-line
+    error when it cannot start."""
     tests = str(BENCH_DIR.parent / "tests")
     if tests not in sys.path:
         sys.path.insert(0, tests)
@@ -355,7 +356,7 @@ def throwaway_postgres(durable: bool, hint: str = ""):
     except ImportError as exc:
         raise SetupError(f"cannot start PostgreSQL: {exc}{hint}") from None
     try:
-        return Cluster(tcp=False, durable=durable).start()
+        return Cluster(tcp=tcp, durable=durable).start()
     except RuntimeError as exc:
         raise SetupError(f"cannot start PostgreSQL: {exc}{hint}") from None
 
