@@ -193,7 +193,15 @@ def aggregate(engine, query: UsageQuery, rate_of=None, use_daily: bool = True,
     ``()`` without time buckets.
 
     ``rate_of`` (a Series -> money per millionth, or None) prices each series
-    once; its cost is accumulated at the partial (rollup) grain.
+    once, when its first partial arrives; its cost is accumulated at the
+    partial (rollup) grain.  Only a series with events in the window is
+    priced: a series that only aggregates others (a base series) or holds no
+    event in the window is never asked for a rule, so a price tie is refused
+    only where it would price something.
+
+    The series returned are the ones that hold events in the window (with
+    ``full_series``, for a caller that looks at each series' rules); otherwise
+    every selected series.
     """
     check_keys(query.group_by, query.filters)
     if query.source not in SOURCES:
@@ -212,11 +220,13 @@ def aggregate(engine, query: UsageQuery, rate_of=None, use_daily: bool = True,
     # group: far fewer rows cross into Python than one per series and hour.  Priced, every series
     # keeps its own rows (each has its own rate).
     group_index: Optional[list[int]] = None
-    if rate_of is None and getattr(engine, "groups_in_sql", False):
+    if rate_of is None and not full_series and getattr(engine, "groups_in_sql", False):
         index_of: dict[tuple, int] = {}
         group_index = [index_of.setdefault(key_of[item.series_id], len(index_of)) for item in series]
         key_of = {index: key for key, index in index_of.items()}
     groups: dict[tuple, Aggregate] = {}
+    by_id = {item.series_id: item for item in series}
+    contributing: set[int] = set()
     if series and query.window.end_us > query.window.start_us:
         # A price that changes inside the window (``rate_of.cuts``) is one more
         # edge: each span between cuts is planned as its own window, so no
@@ -229,9 +239,7 @@ def aggregate(engine, query: UsageQuery, rate_of=None, use_daily: bool = True,
             if cuts:
                 part = replace(query, window=Window(span_start, span_end, query.window.tz_name))
                 part_buckets = Buckets(buckets.units, part.window)
-            rates = None
-            if rate_of is not None:
-                rates = {item.series_id: (rate_of(item, span_start) if timed else rate_of(item)) for item in series}
+            rates: Optional[dict[int, Optional[Decimal]]] = None if rate_of is None else {}
             ids = [s.series_id for s in series]
             for series_id, bucket, total, count, low, high in _partials(engine, part, part_buckets, ids, tier, group_index):
                 group = key_of.get(series_id)
@@ -242,8 +250,15 @@ def aggregate(engine, query: UsageQuery, rate_of=None, use_daily: bool = True,
                 if found is None:
                     found = groups[slot] = Aggregate()
                 found.add(total, count, low, high)
+                if group_index is None:
+                    contributing.add(series_id)
                 if rates is not None:
+                    if series_id not in rates:
+                        item = by_id[series_id]
+                        rates[series_id] = rate_of(item, span_start) if timed else rate_of(item)
                     found.price(total, rates[series_id])
+    if full_series:
+        series = [item for item in series if item.series_id in contributing]
     return other_keys, groups, series, buckets
 
 
