@@ -651,3 +651,25 @@ def test_a_file_removed_before_its_turn_stops_the_run_with_the_earlier_files_sto
     monkeypatch.undo()
     stored = cli_inprocess("export", "--format", "ndjson")
     assert [json.loads(line)["event_id"] for line in stored.stdout.splitlines()] == ["evt_000001", "evt_000002"]
+
+
+def test_every_registered_format_is_the_module_its_name_points_to():
+    from usagebox_cli import readers
+
+    formats = readers.registry()
+    assert tuple(formats) == readers.FORMATS[1:]
+    for name, item in formats.items():
+        assert item.name == name
+        assert (item.agent is not None) == (name in readers.NAMES)
+        if item.agent is not None:
+            assert item.agent.name == name
+
+
+def test_no_reader_is_imported_to_start_the_cli():
+    import subprocess
+    import sys
+
+    code = ("import sys; from usagebox_cli.cli import command_for; command_for(['usage']); "
+            "print(sorted(m for m in sys.modules if m.startswith('usagebox_cli.readers.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -25,7 +25,7 @@ Exit codes:
 
 app = typer.Typer(
     name="usagebox",
-    help="A local usage meter for AI products: exact, idempotent, auditable usage totals in SQLite.",
+    help="A local usage meter for AI products: exact, idempotent, auditable usage totals in SQLite or PostgreSQL.",
     epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,

@@ -193,7 +193,7 @@ def _prepare(options: IngestOptions, paths: list[str]) -> tuple[Optional[int], l
     if options.input_format not in readers.FORMATS:
         raise CannotRun(readers.unknown_format(options.input_format))
     context = None
-    if options.input_format in readers.READERS:
+    if options.input_format in readers.NAMES:
         context = readers.context(options.account, options.host)
         paths = readers.expand(options.input_format, paths)
     elif options.account is not None or options.host is not None:

@@ -1,7 +1,7 @@
 """The read side of ingest: sources in, batches of classified lines out.
 
 This module only orchestrates: each source goes to its format's reader in
-``readers.REGISTRY`` (the parsing itself lives there), the reader's batches
+``readers.registry()`` (the parsing itself lives there), the reader's batches
 go to the writer, in a child process where the OS can fork and over a pipe
 in a compact wire format (``_to_wire``).
 
@@ -32,7 +32,7 @@ from typing import Iterator, Optional
 from usagebox_cli.errors import CannotRun, UsageboxError
 from usagebox_cli.events import Event, ParsedLine
 from usagebox_cli.engines import fingerprint_lookup
-from usagebox_cli.readers import REGISTRY
+from usagebox_cli import readers
 from usagebox_cli.readers.base import GrowingUsage, Item, KnownDuplicate, KnownFingerprints, Parsing, Rejection, Skipped
 from usagebox_cli.sources import Source
 
@@ -47,14 +47,14 @@ def messages(sources: list[Source], extra_mode: str, assume_utc: bool, db_path: 
     ``("batch", index, bytes_read, items)`` for each batch of a source,
     ``("end", index, sha256, size)`` when a source is read to its end,
     ``("done",)`` at the end; an exception raised while reading propagates.
-    Each source is read by its format's reader (``readers.REGISTRY``).
+    Each source is read by its format's reader (``readers.registry()``).
     """
     lookup = fingerprint_lookup(db_path)
     parsing = Parsing(extra_mode, assume_utc, context, KnownFingerprints(lookup), BATCH_LINES)
     try:
         for index, source in enumerate(sources):
             source.reopen()
-            for items in REGISTRY[source.input_format].batches(source, parsing):
+            for items in readers.registry()[source.input_format].batches(source, parsing):
                 yield ("batch", index, source.bytes_read, items)
             sha256, size = source.finish()
             source.close()

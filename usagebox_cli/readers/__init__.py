@@ -12,33 +12,55 @@ Every input format is a module here with a ``FORMAT`` (``readers.base.Format``):
 NDJSON and CSV, and the agent logs.  A format owns its parsing (``Format.batches``,
 a source to batches of classified lines).  The ingest's list of formats, ``auto``'s
 detection, the reader each source is parsed with, the "unknown format" message and
-the ``--input-format`` help are all derived from ``REGISTRY``: a new format is a
-new module and one line in ``_registry``.
+the ``--input-format`` help are all derived from ``_MODULES``: a new format is a
+new module and one line in ``_MODULES``.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from functools import cache
+from typing import TYPE_CHECKING, Callable, Optional
 
 from usagebox_cli.errors import CannotRun
-from usagebox_cli.readers.base import (  # noqa: F401  (the names readers and ingest use)
-    Context, Format, Reader, Record, decode, is_bad, whole,
-)
+
+if TYPE_CHECKING:
+    from usagebox_cli.readers.base import Context, Format, Reader
+
+# The formats in --input-format's order: name -> (its module here, whether it is an agent's log).
+# ``auto`` tries names, then contents, then falls back to the last format that has a detector (CSV).
+# Only names live here, so that every command's start-up (ingest's --help text is built with the
+# app) imports no reader; ``registry()`` imports them when an ingest needs one.
+_MODULES: dict[str, tuple[str, bool]] = {
+    "ndjson": ("ndjson", False),
+    "csv": ("csv", False),
+    "claude-code": ("claude_code", True),
+    "codex": ("codex", True),
+}
+FORMATS: tuple[str, ...] = ("auto",) + tuple(_MODULES)
+NAMES: tuple[str, ...] = tuple(name for name, (_module, agent) in _MODULES.items() if agent)  # the agent logs
 
 
-def _registry() -> dict[str, Format]:
-    # The order is --input-format's order; ``auto`` tries names, then contents, then falls back to the last
-    # format that has a detector (CSV).
-    from usagebox_cli.readers import claude_code, codex, csv, ndjson
+@cache
+def registry() -> dict[str, Format]:
+    """Every format's ``FORMAT`` by name (``tests/test_ingest_inputs`` checks each module says its name)."""
+    from importlib import import_module
 
-    return {item.name: item for item in (ndjson.FORMAT, csv.FORMAT, claude_code.FORMAT, codex.FORMAT)}
+    return {name: import_module(f"usagebox_cli.readers.{module}").FORMAT for name, (module, _agent) in _MODULES.items()}
+
+
+def agent_reader(name: str) -> Reader:
+    reader = registry()[name].agent
+    assert reader is not None, name
+    return reader
 
 
 def context(account: Optional[str], host: Optional[str]) -> Context:
     """``--account`` (default: the login user) and ``--host`` (default: this machine's name)."""
     import getpass  # here, not at the top: every command imports this package (for ingest's --help text)
     import socket
+
+    from usagebox_cli.readers.base import Context
 
     if account is None:
         try:
@@ -59,7 +81,7 @@ def expand(format_name: str, paths: list[str]) -> list[str]:
     No paths: the agent's default log folders.  Files come in a stable order
     (sorted paths within each directory given).
     """
-    reader = READERS[format_name]
+    reader = agent_reader(format_name)
     if "-" in paths:
         return paths  # standard input is one log
     given = paths or [root for root in reader.default_roots() if os.path.isdir(root)]
@@ -81,12 +103,6 @@ def expand(format_name: str, paths: list[str]) -> list[str]:
     return files
 
 
-REGISTRY: dict[str, Format] = _registry()
-FORMATS: tuple[str, ...] = ("auto",) + tuple(REGISTRY)
-READERS: dict[str, Reader] = {name: item.agent for name, item in REGISTRY.items() if item.agent is not None}
-NAMES: tuple[str, ...] = tuple(READERS)
-
-
 def unknown_format(name: str) -> str:
     """The error for an ``--input-format`` that no reader has."""
     return f"--input-format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}"
@@ -94,18 +110,19 @@ def unknown_format(name: str) -> str:
 
 def format_help() -> str:
     """``ingest --help``'s text for ``--input-format``."""
-    plain = [item.name for item in REGISTRY.values() if item.agent is None]
+    plain = [name for name in FORMATS[1:] if name not in NAMES]
     return f"auto, {', '.join(plain)}, or an agent log: {', '.join(NAMES)}."
 
 
 def detect(path: str, head: Callable[[], bytes]) -> str:
     """The format ``auto`` picks for ``path``: by its name, else by its first bytes (``head()``)."""
     name = path.lower().removesuffix(".gz")
-    for item in REGISTRY.values():
+    formats = registry().values()
+    for item in formats:
         if item.by_name is not None and item.by_name(name):
             return item.name
     start = head().lstrip(b"\xef\xbb\xbf \t\r\n")
-    sniffers = [item for item in REGISTRY.values() if item.by_head is not None]
+    sniffers = [item for item in formats if item.by_head is not None]
     for item in sniffers:
         if item.by_head(start):
             return item.name
