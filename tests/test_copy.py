@@ -260,11 +260,14 @@ def _events(count: int):
                "dimensions": {"customer": f"c{n % 5}"}}
 
 
+BIG_EVENTS = 25_000  # enough that a copy is caught mid-load (DST's -wal past 1 MB) well before it commits
+
+
 @pytest.fixture(scope="module")
 def big_ledger(tmp_path_factory):
     folder = tmp_path_factory.mktemp("big")
     db = folder / "big.db"
-    assert run_cli_inprocess(["ingest", write_ndjson(folder / "big.ndjson", _events(40_000))], db=db).returncode == 0
+    assert run_cli_inprocess(["ingest", write_ndjson(folder / "big.ndjson", _events(BIG_EVENTS))], db=db).returncode == 0
     assert run_cli_inprocess(["close-period", "acct_1", "2026-06"], db=db).returncode == 0
     return db
 
@@ -320,6 +323,6 @@ def test_a_copy_stopped_mid_load_leaves_dst_empty_and_running_it_again_copies_ev
     again = _copy_process(big_ledger, dst)
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr
-    assert json.loads(stdout)["copied"] == {"events": 40_000, "segments": 1, "conflicts": 0, "periods": 1}
+    assert json.loads(stdout)["copied"] == {"events": BIG_EVENTS, "segments": 1, "conflicts": 0, "periods": 1}
     for args in (("export", "--format", "ndjson"), ("periods", "--json"), ("verify", "--from", "1970-01-01", "--json")):
         assert run_cli_inprocess(list(args), db=dst).stdout == run_cli_inprocess(list(args), db=big_ledger).stdout

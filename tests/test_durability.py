@@ -138,7 +138,7 @@ def cli_env() -> dict:
     return env
 
 
-COMMIT_LINES = 10_000  # small transactions, so a kill can land between commits
+COMMIT_LINES = 5_000  # small transactions, so a kill can land between commits
 
 
 def start_ingest(db: Path, *files: Path, commit_lines: int = COMMIT_LINES) -> subprocess.Popen:
@@ -285,7 +285,7 @@ def stored_events(db) -> dict:
 
 # -- crash safety ----------------------------------------------------------------
 
-BIG_EVENTS = 40_000  # a few seconds of ingest: commits every COMMIT_LINES lines, then the final one
+BIG_EVENTS = 20_000  # a few seconds of ingest: commits every COMMIT_LINES lines, then the final one
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,21 @@ def _validate_fields(record: dict) -> dict:
     return _validate_fields(record)
 
 
+_validate_on_first_use = _validate_fields
+
+
+def build_validator() -> None:
+    """Build the validator now, if no line has yet.
+
+    For a process about to fork a reader: the child inherits what the parent
+    built, where otherwise every forked reader of a long-lived process (the
+    tests, a library caller) imported pydantic and built the schema again.
+    """
+    global _validate_fields
+    if _validate_fields is _validate_on_first_use:
+        _validate_fields = _fields_validator()
+
+
 def _fields_validator():
     from typing import Annotated, Union
 

@@ -27,10 +27,11 @@ import pickle
 import signal
 import sys
 from contextlib import contextmanager
+from functools import cache
 from typing import Iterator, Optional
 
 from usagebox_cli.errors import CannotRun, UsageboxError
-from usagebox_cli.events import Event, ParsedLine
+from usagebox_cli.events import Event, ParsedLine, build_validator
 from usagebox_cli.engines import fingerprint_lookup
 from usagebox_cli import readers
 from usagebox_cli.readers.base import GrowingUsage, Item, KnownDuplicate, KnownFingerprints, Parsing, Rejection, Skipped
@@ -72,6 +73,11 @@ def read_sources(sources: list[Source], extra_mode: str, assume_utc: bool, db_pa
     """
     pid = None
     if PARSE_IN_CHILD:
+        # What the child would load on its first line, loaded here once: a forked child's imports and
+        # built validator die with it, so a long-lived caller would pay them again on every ingest.
+        readers.registry()
+        build_validator()
+        _load_prctl()
         try:
             read_fd, write_fd = os.pipe()
         except OSError:
@@ -152,17 +158,26 @@ def _die_with_parent(parent: int) -> None:
     killed parent until the input ends; everywhere else the next write to the
     pipe ends it.
     """
-    if not sys.platform.startswith("linux"):
+    prctl = _load_prctl()
+    if prctl is None:
         return
+    PR_SET_PDEATHSIG = 1
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
+
+
+@cache
+def _load_prctl():
+    """libc's ``prctl`` on Linux (through ctypes, loaded once), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(0)
+        return None
 
 
 def _portable(exc: BaseException) -> BaseException:
