@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_inprocess
 from usagebox_cli import __version__
 from usagebox_cli.cli import app, completion_script
 
@@ -39,9 +39,9 @@ def test_every_command_has_a_summary_and_an_example(name):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_runs_for_every_command(name):
-    result = run_cli([name, "--help"])
+    result = run_cli_inprocess([name, "--help"])
     assert result.returncode == 0
-    assert b"Example: usagebox" in result.stdout
+    assert "Example: usagebox" in result.stdout
 
 
 def test_version():
@@ -72,9 +72,9 @@ def test_completion_answers_a_partial_option():
 ])
 def test_usage_errors_are_one_line_with_exit_2(args, message, tmp_path):
     (tmp_path / "e.ndjson").write_text('{"event_id":"e","account_id":"a","meter_id":"m","quantity":1,"timestamp":"2026-06-01T00:00:00Z"}\n')
-    run_cli(["ingest", tmp_path / "e.ndjson"], db=tmp_path / "u.db")
-    result = run_cli(args, db=tmp_path / "u.db")
-    stderr = result.stderr.decode()
+    run_cli_inprocess(["ingest", tmp_path / "e.ndjson"], db=tmp_path / "u.db")
+    result = run_cli_inprocess(args, db=tmp_path / "u.db")
+    stderr = result.stderr
     assert result.returncode == 2
     assert stderr.startswith("Error: ") and stderr.count("\n") == 1, stderr
     assert message in stderr

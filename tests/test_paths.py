@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_NOW, event, run_cli, write_ndjson
+from conftest import TEST_NOW, event, run_cli_inprocess, write_ndjson
 
 MSG_TAIL = "; writing it would destroy it (choose another path)\n"
 
 
 def run(db, *args, cwd=None, timeout=60):
-    completed = run_cli(list(args), db=db, cwd=cwd, timeout=timeout)
-    return completed.returncode, completed.stdout.decode(), completed.stderr.decode()
+    """The command in this process (conftest.run_cli_inprocess): the path checks need no process of their own."""
+    result = run_cli_inprocess(list(args), db=db, cwd=cwd)
+    return result.returncode, result.stdout, result.stderr
+
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Result, run_cli, write_ndjson
+from conftest import Result, run_cli, run_cli_inprocess, write_ndjson
 
 EVENTS = [
     {"event_id": "e1", "account_id": "acct_42", "meter_id": "tokens", "model_id": "m1", "quantity": 9000000,
@@ -50,6 +50,10 @@ class Database:
         self.wal = Path(str(self.path) + "-wal")
 
     def __call__(self, *args, input=None, timeout=120) -> Result:
+        """The command in this process (conftest.run_cli_inprocess); ``process`` runs it as a real one."""
+        return run_cli_inprocess(args, db=self.path, input=input)
+
+    def process(self, *args, input=None, timeout=120) -> Result:
         return Result(run_cli(args, db=self.path, input=input, timeout=timeout))
 
     def fingerprint(self) -> tuple[str, str]:
@@ -186,6 +190,16 @@ def test_a_refused_statement_does_not_checkpoint_a_wal_left_by_a_killed_process(
     result = db("sql", "DELETE FROM events")
     assert result.returncode == 1, result
     assert db.fingerprint() == before, "the database file or its -wal changed"
+
+
+def test_a_real_process_refuses_and_answers_as_the_in_process_runs_do(store):
+    # The module runs its commands in the test process; the sandbox is the same in a process of its own.
+    before = store.fingerprint()
+    refused = store.process("sql", "DELETE FROM events")
+    assert (refused.returncode, refused.stdout) == (1, "") and refused.stderr.startswith("Error: refused"), refused
+    answered = store.process("sql", "SELECT count(*) AS n FROM usage_events", "--json")
+    assert (answered.returncode, rows(answered)) == (0, [{"n": 8}])
+    assert store.fingerprint() == before
 
 
 # ---------------------------------------------------------------------------

@@ -59,6 +59,20 @@ def db_path(ctx: typer.Context, db: Optional[str]) -> str:
     return db or (ctx.obj or {}).get("db") or default_db()
 
 
+def open_ledger(ctx: typer.Context, db: Optional[str], **options):
+    """The engine behind ``--db`` for this command, closed when the command ends.
+
+    click closes the command's context after it returns and when it raises,
+    so a command run in a longer-lived process (``main(argv)`` in the tests,
+    a library caller) leaves no connection, and no SQLite ``-shm``, behind.
+    """
+    from usagebox_cli.engines import open_engine
+
+    engine = open_engine(db_path(ctx, db), **options)
+    ctx.call_on_close(engine.close)
+    return engine
+
+
 def output_format(fmt: str, as_json: bool) -> str:
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.render import FORMATS

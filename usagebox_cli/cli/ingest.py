@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli.app import app, db_path, output_format
+from usagebox_cli.cli.app import app, db_path, open_ledger, output_format
 from usagebox_cli.cli.options import DbOpt, FormatOpt, JsonOpt
 from usagebox_cli.readers import format_help
 
@@ -68,10 +68,9 @@ def sources(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = Fal
     """
     from usagebox_cli import render
     from usagebox_cli.ops.provenance import SOURCE_COLUMNS, list_sources
-    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    records = list_sources(open_engine(db_path(ctx, db), create=False))
+    records = list_sources(open_ledger(ctx, db, create=False))
     columns = SOURCE_COLUMNS if fmt != "table" else ("segment_id", "path", "sha256", "status", "lines", "accepted", "duplicates", "conflicts", "rejected")
     render.rows(records, columns, fmt, title="Ingested sources", row_key="sources")
 
@@ -90,9 +89,8 @@ def conflicts(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.provenance import CONFLICT_COLUMNS, list_conflicts
-    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    records = list_conflicts(open_engine(db_path(ctx, db), create=False), event_id)
+    records = list_conflicts(open_ledger(ctx, db, create=False), event_id)
     columns = CONFLICT_COLUMNS if fmt != "table" else ("conflict_id", "event_id", "source", "line", "differences", "detected_at")
     render.rows(records, columns, fmt, title="Conflicts", row_key="conflicts")

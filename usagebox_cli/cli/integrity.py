@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli.app import app, db_path, output_format
+from usagebox_cli.cli.app import app, open_ledger, output_format
 from usagebox_cli.cli.options import DbOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, ToOpt, TzOpt
 
 # csv and ndjson print a document's main rows: a period's frozen lines (one
@@ -50,7 +50,6 @@ def close_period(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.periods import close_all, close_period as close_one
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
     book = load_price_book(prices) if prices else None
@@ -60,12 +59,12 @@ def close_period(
     if all_accounts:
         if second is not None:
             raise CannotRun("--all-accounts takes only the month: usagebox close-period --all-accounts YYYY-MM")
-        doc = close_all(open_engine(db_path(ctx, db), create=False), first, force, book)
+        doc = close_all(open_ledger(ctx, db, create=False), first, force, book)
         render.report(doc, fmt, doc["closed"], CLOSED_COLUMNS, title=f"Closed {first}")
     else:
         if second is None:
             raise CannotRun("give ACCOUNT and YYYY-MM, or --all-accounts YYYY-MM")
-        doc = close_one(open_engine(db_path(ctx, db), create=False), first, second, force, book)
+        doc = close_one(open_ledger(ctx, db, create=False), first, second, force, book)
         render.report(doc, fmt, _period_lines(doc), LINE_COLUMNS, title=f"Period {second} of {first}")
 
 
@@ -84,10 +83,9 @@ def period(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.periods import period_document
-    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    doc = period_document(open_engine(db_path(ctx, db), create=False), account, month)
+    doc = period_document(open_ledger(ctx, db, create=False), account, month)
     render.report(doc, fmt, _period_lines(doc), LINE_COLUMNS, title=f"Period {month} of {account}")
 
 
@@ -105,10 +103,9 @@ def periods(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.periods import PERIOD_COLUMNS, list_periods
-    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    rows = list_periods(open_engine(db_path(ctx, db), create=False), account)
+    rows = list_periods(open_ledger(ctx, db, create=False), account)
     render.rows(rows, PERIOD_COLUMNS, fmt, title="Closed periods", row_key="periods")
 
 
@@ -136,13 +133,12 @@ def explain(
     from usagebox_cli import render
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.explain import explain as run_explain, explain_event, list_events
-    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     if events and event:
         raise CannotRun("--events and --event contradict each other; pass one")
-    conn = open_engine(db_path(ctx, db), create=False)
+    conn = open_ledger(ctx, db, create=False)
     if event is not None:
         doc = explain_event(conn, event, account)
         render.report(doc, fmt, [doc["event"]] + list(doc["corrected_by"]), EVENT_COLUMNS, title=f"Event {event}")
@@ -189,12 +185,11 @@ def verify(
     """
     from usagebox_cli import render
     from usagebox_cli.ops.verify import repair as run_repair, verify as run_verify
-    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     window = resolve(start, end, period, last, tz)
-    conn = open_engine(db_path(ctx, db), create=False)
+    conn = open_ledger(ctx, db, create=False)
     repaired = run_repair(conn, account, window) if repair else None
     report, errors = run_verify(conn, account, window, group_by, full=full)
     if repaired is not None:

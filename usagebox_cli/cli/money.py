@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli.app import app, db_path, output_format
+from usagebox_cli.cli.app import app, open_ledger, output_format
 from usagebox_cli.cli.options import DbOpt, FailOnUnpricedOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, ToOpt, TzOpt
 
 
@@ -53,7 +53,6 @@ def budget(
     from usagebox_cli.errors import CannotRun
     from usagebox_cli.ops.budget import BUDGET_COLUMNS, evaluate, load_budgets, unknown_scopes
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.engines import open_engine
     from usagebox_cli.timefmt import now_us
     from usagebox_cli.timewindow import resolve, zone, parse_instant_arg
 
@@ -68,7 +67,7 @@ def budget(
         raise CannotRun(f"--burn-window {burn_window!r} must be a positive count and a unit: s, m, h, d or w (e.g. 10m, 1h)") from None
     burn_us = window.end_us - window.start_us
     plan, book = load_budgets(budgets), load_price_book(prices)
-    conn = open_engine(db_path(ctx, db), create=False)
+    conn = open_ledger(ctx, db, create=False)
     unknown = unknown_scopes(conn, plan)
     for warning in unknown:
         render.notice(f"warning: {warning}; its spend is 0 and can never cross a limit")
@@ -115,12 +114,11 @@ def margin(
     from usagebox_cli import render
     from usagebox_cli.ops.margin import MARGIN_COLUMNS, margin as run_margin
     from usagebox_cli.ops.pricing import load_price_book
-    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     window = resolve(start, end, period, last, tz)
-    conn = open_engine(db_path(ctx, db), create=False)
+    conn = open_ledger(ctx, db, create=False)
     doc = run_margin(conn, load_price_book(cost_prices), by, window, account,
                      load_price_book(charge_prices) if charge_prices else None, revenue)
     columns = (by,) + MARGIN_COLUMNS
@@ -162,7 +160,6 @@ def reconcile(
     from usagebox_cli.ops.pricing import load_price_book
     from usagebox_cli.ops.reconcile import beyond_tolerance, reconcile as run_reconcile, write_corrections
     from usagebox_cli.paths import check_output
-    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
@@ -173,7 +170,7 @@ def reconcile(
         except InvalidOperation:
             raise CannotRun(f"--tolerance {tolerance!r} must be a percent, e.g. 0.5") from None
     window = resolve(start, end, period, last, tz)
-    conn = open_engine(db_path(ctx, db), create=False)
+    conn = open_ledger(ctx, db, create=False)
     if corrections_out:
         check_output(corrections_out, "--corrections-out", db=conn, inputs=(*invoice, prices))
     doc, needs = run_reconcile(conn, account, invoice[0] if len(invoice) == 1 else invoice, list(by or []), window,

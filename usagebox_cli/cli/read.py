@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli.app import app, db_path, output_format
+from usagebox_cli.cli.app import app, db_path, open_ledger, output_format
 from usagebox_cli.cli.options import (
     DbOpt, FailOnUnpricedOpt, FilterOpt, FormatOpt, FromOpt, GroupByOpt, JsonOpt, LastOpt, PeriodOpt, PricesOpt, SourceOpt, ToOpt,
     TzOpt,
@@ -57,13 +57,12 @@ def usage(
     from usagebox_cli import render
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import run_usage
-    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     needs_prices(fail_on_unpriced, prices)
     window = resolve(start, end, period, last, tz)
-    conn = open_engine(db_path(ctx, db), create=False)
+    conn = open_ledger(ctx, db, create=False)
     doc, metric_names = run_usage(conn, account, window, list(group_by or []), parse_filters(filters), source, metric, prices,
                                   compare_prices)
     render.usage(doc, list(group_by or []), metric_names, fmt, f"Usage of {account}")
@@ -98,12 +97,11 @@ def query(
     from usagebox_cli import render
     from usagebox_cli.cli.money import exit_if_unpriced, needs_prices
     from usagebox_cli.ops.reading import load_query_document, run_query
-    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
     needs_prices(fail_on_unpriced, prices)
     document = load_query_document(file, json_text)
-    conn = open_engine(db_path(ctx, db), create=False)
+    conn = open_ledger(ctx, db, create=False)
     doc, group_by, metric_names = run_query(conn, document, prices)
     render.usage(doc, group_by, metric_names, fmt, "Query")
     exit_if_unpriced(doc["groups"], fail_on_unpriced)
@@ -161,10 +159,9 @@ def accounts(ctx: typer.Context, fmt: FormatOpt = "table", as_json: JsonOpt = Fa
     """
     from usagebox_cli import render
     from usagebox_cli.ops.accounts import ACCOUNT_COLUMNS, list_accounts, meter_rows
-    from usagebox_cli.engines import open_engine
 
     fmt = output_format(fmt, as_json)
-    doc = list_accounts(open_engine(db_path(ctx, db), create=False))
+    doc = list_accounts(open_ledger(ctx, db, create=False))
     if fmt == "json":
         render.document(doc)
     else:
@@ -198,13 +195,12 @@ def export(
     from usagebox_cli.errors import CannotRun, Interrupted
     from usagebox_cli.ops.export import export as run_export
     from usagebox_cli.paths import open_output
-    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     if fmt not in ("ndjson", "csv"):
         raise CannotRun(f"export --format must be ndjson or csv, not {fmt!r}")
     window = resolve(start, end, period, last, tz, default="all")
-    conn = open_engine(db_path(ctx, db), create=False)
+    conn = open_ledger(ctx, db, create=False)
     if output:
         try:
             with open_output(output, "-o", db=conn, newline="") as handle:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usagebox_cli.cli.app import app, db_path, output_format
+from usagebox_cli.cli.app import app, open_ledger, output_format
 from usagebox_cli.cli.options import DbOpt, FailOnUnpricedOpt, FormatOpt, FromOpt, JsonOpt, LastOpt, PeriodOpt, PricesOpt, ToOpt, TzOpt
 
 
@@ -40,13 +40,12 @@ def report(
     from usagebox_cli import render
     from usagebox_cli.cli.money import needs_prices
     from usagebox_cli.ops.report import report as run_report
-    from usagebox_cli.engines import open_engine
     from usagebox_cli.timewindow import resolve
 
     fmt = output_format(fmt, as_json)
     needs_prices(fail_on_unpriced, prices)
     window = resolve(start, end, period, last, tz)
-    doc = run_report(open_engine(db_path(ctx, db), create=False), kind, account, window, meter, prices)
+    doc = run_report(open_ledger(ctx, db, create=False), kind, account, window, meter, prices)
     render.usage_report(doc, kind, fmt, breakdown)
     if fail_on_unpriced and doc["totals"]["unpricedTokens"]:
         # exit_if_unpriced's rule, but its message names usage's field; a report's is unpricedTokens
