@@ -33,10 +33,17 @@ ENGINES = ["sqlite", "postgres"]
 POSTGRES_SHARE = 4
 
 
+# The heavy properties run enough examples per run for the suite to stay within its three minutes;
+# each run draws new ones (except where a property says it is derandomized). USAGEBOX_SOAK=N runs N
+# times as many, for a soak before a release or after a change to the ingest or the planner.
+SOAK = max(1, int(os.environ.get("USAGEBOX_SOAK", "1")))
+
+
 def examples(engine: str, sqlite_examples: int, minimum: int = 5) -> int:
     """A hypothesis property's ``max_examples`` on ``engine``, given the number it runs on SQLite
-    (and at least ``minimum`` on PostgreSQL)."""
-    return sqlite_examples if engine == "sqlite" else max(minimum, sqlite_examples // POSTGRES_SHARE)
+    (and at least ``minimum`` on PostgreSQL), times ``USAGEBOX_SOAK``."""
+    count = sqlite_examples if engine == "sqlite" else max(minimum, sqlite_examples // POSTGRES_SHARE)
+    return count * SOAK
 
 # Throwaway SQLite ledgers live in memory-backed /dev/shm where there is one (an fsync there is free).
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None

@@ -95,7 +95,7 @@ def zone_cases(draw):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_buckets_in_any_zone_equal_zoneinfo_applied_to_each_event(ledgers, engine):
-    @settings(max_examples=examples(engine, int(os.environ.get("BUCKET_EXAMPLES", "40"))), deadline=None,
+    @settings(max_examples=examples(engine, int(os.environ.get("BUCKET_EXAMPLES", "30"))), deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=st.data(), case=zone_cases(), events=event_sets())
     def buckets_equal_zoneinfo(data, case, events):

@@ -46,7 +46,7 @@ from usagebox_cli.ops.ingest import IngestOptions, ingest
 # USAGEBOX_SHRINK=1 to shrink anyway.
 PHASES = list(Phase) if os.environ.get("USAGEBOX_SHRINK") else [p for p in Phase if p is not Phase.shrink]
 SETTINGS = settings(
-    max_examples=int(os.environ.get("USAGEBOX_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("USAGEBOX_EXAMPLES", "30")),
     deadline=None,
     database=None,
     phases=PHASES,

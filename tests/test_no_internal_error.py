@@ -474,10 +474,10 @@ def _read_everything(run: Runner, folder: Path, ledger: dict) -> None:
     run("reconcile", "acct_a", "--invoice", invoice_quantity, "--by", "model_id", *ALL_TIME, "--tolerance", "0.5")
 
 
-# Three to four seconds an example on SQLite (some 300 commands), fifteen on PostgreSQL: ten and two keep
+# Two to three seconds an example on SQLite (some 400 commands), ten on PostgreSQL: five and two keep
 # the whole suite within its time; the examples are derandomized, so each run checks the same ledgers.
-# USAGEBOX_EXAMPLES raises it for soak runs.
-EXAMPLES = int(os.environ.get("USAGEBOX_EXAMPLES", "10"))
+# USAGEBOX_EXAMPLES (or USAGEBOX_SOAK) raises it for soak runs.
+EXAMPLES = int(os.environ.get("USAGEBOX_EXAMPLES", "5"))
 
 
 @pytest.mark.slow

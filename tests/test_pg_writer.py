@@ -164,6 +164,7 @@ def _hammer(db: str, worker: int, out) -> None:
     out.put((inserted, lost))
 
 
+@pytest.mark.slow  # racing processes
 def test_concurrent_processes_writing_overlapping_batches_store_every_event_exactly_once(db):
     context = multiprocessing.get_context("spawn")
     out = context.Queue()

@@ -351,7 +351,7 @@ def check(conn, events, window, accounts, group_by, filters, tz=timezone.utc) ->
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_rollup_and_raw_equal_a_decimal_recompute_for_random_windows_groups_and_filters(ledgers, engine):
-    @settings(max_examples=examples(engine, 60), deadline=None,
+    @settings(max_examples=examples(engine, 40), deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=st.data(), events=event_sets())
     def rollup_and_raw_equal_a_recompute(data, events):

@@ -425,6 +425,7 @@ def test_an_answer_larger_than_the_result_limit_stops_with_exit_1(store, monkeyp
 # ---------------------------------------------------------------------------
 # streaming and table-valued functions
 
+@pytest.mark.slow  # a real process kept streaming
 def test_machine_formats_stream_rows_before_the_query_ends(store):
     # A query that never ends: rows reach stdout while it runs, so a
     # consumer sees them at once and memory does not grow with the answer.
@@ -436,6 +437,7 @@ def test_machine_formats_stream_rows_before_the_query_ends(store):
     assert result.stderr.startswith("Error: query stopped after 1s (--timeout)")
 
 
+@pytest.mark.slow  # a real process kept streaming
 def test_a_long_json_answer_keeps_memory_flat(store):
     script = (
         "import resource, subprocess, sys\n"

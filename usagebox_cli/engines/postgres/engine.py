@@ -574,10 +574,11 @@ def open_engine(db: str, *, create: bool = True, notice=None, sandbox: bool = Fa
     """Connect to the server behind ``--db``; a reader (``create=False``) refuses a database without a ledger."""
     conn = connection.connect(db)
     try:
-        if not create and migrations._applied(conn) is None:
+        applied = migrations._applied(conn)
+        if not create and applied is None:
             raise CannotRun(f"no usagebox ledger in the PostgreSQL database {connection.redact(db)}",
                             hint="ingest events first, or pass --db / set USAGEBOX_DB")
-        migrations.migrate(conn, connection.redact(db))
+        migrations.migrate(conn, connection.redact(db), applied)
     except BaseException:
         conn.close()
         raise

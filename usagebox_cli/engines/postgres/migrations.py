@@ -250,9 +250,22 @@ def _applied(conn) -> list[str] | None:
     return [row[0] for row in conn.execute("SELECT name FROM usagebox.migrations ORDER BY name")]
 
 
-def migrate(conn, label: str) -> None:
-    """Bring the database to the newest schema in one transaction; refuse foreign or newer ones untouched."""
+_UNREAD = object()
+
+
+def migrate(conn, label: str, applied=_UNREAD) -> None:
+    """Bring the database to the newest schema in one transaction; refuse foreign or newer ones untouched.
+
+    ``applied`` is what ``_applied(conn)`` just returned on an autocommit
+    connection, when the caller read it.  A ledger whose recorded steps are
+    every step is up to date and is left alone without a transaction or the
+    lock: a command's open is then two statements, not seven (committed names
+    cannot be taken back, so no lock is needed to trust them).  Anything else
+    is decided again under the lock, in the migrating transaction.
+    """
     names = [name for name, _ in MIGRATIONS]
+    if applied == names:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         applied = _applied(conn)
