@@ -318,9 +318,10 @@ def _line(item) -> str:
 class Runner:
     """Runs commands in process against one database and checks each answer."""
 
-    def __init__(self, db: str):
+    def __init__(self, db: str, formats: tuple[str, ...] = TABLE_FORMATS):
         self.db = db
         self.count = 0
+        self.formats = formats
 
     def __call__(self, *args, fmt: str | None = None, input: str | None = None):
         result = run_cli_inprocess(args, db=self.db, input=input)
@@ -356,7 +357,7 @@ def _ingest(run: Runner, folder: Path, parts: list) -> None:
 
 
 def _every_format(run: Runner, *args) -> None:
-    for fmt in TABLE_FORMATS:
+    for fmt in run.formats:
         run(*args, "--format", fmt, fmt=fmt)
 
 
@@ -489,7 +490,10 @@ def test_no_read_command_fails_internally_on_any_valid_ledger(ledgers, engine):
     def no_internal_error(ledger):
         with tempfile.TemporaryDirectory() as folder, ledgers.fresh(engine) as db:
             folder = Path(folder)
-            run = Runner(db)
+            # The formats are drawn by engine-neutral code from the same documents, and
+            # test_engine_equivalence checks each engine prints the same bytes: on PostgreSQL the
+            # walk asks for the document (json) and the table, at half the commands.
+            run = Runner(db, TABLE_FORMATS if engine == "sqlite" else ("table", "json"))
             _ingest(run, folder, ledger["first"])
             book = folder / "close_prices.toml"
             book.write_text(PRICES.format(per=ledger["per"]), encoding="utf-8")
