@@ -59,3 +59,26 @@ def test_a_usage_report_on_sqlite_imports_nothing_heavy(small_ledger, fmt):
 def test_what_a_command_uses_is_still_seen(small_ledger):
     """The probe sees imports: --from TEXT is read by dateutil, so the empty lists above mean something."""
     assert loaded("--db", str(small_ledger), "usage", "acct_42", "--from", "2026-06-01", "--to", "2026-07-01") == ["dateutil"]
+
+
+@pytest.mark.parametrize("argv, built", [
+    (["usage", "acct_42"], ["usage"]),
+    (["--db", "x.db", "usage"], ["usage"]),
+    (["--db=x.db", "export"], ["export"]),
+    (["close-period", "--help"], ["close-period"]),
+    (["prices", "import"], ["prices"]),
+    (["--", "sql"], ["sql"]),
+])
+def test_a_run_builds_only_the_command_it_names(argv, built):
+    from usagebox_cli.cli import command_for
+
+    assert sorted(command_for(argv).commands) == built
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["--version"], ["usag"], ["--db", "x.db"]])
+def test_no_command_or_an_unknown_one_builds_the_whole_app(argv):
+    import typer.main
+
+    from usagebox_cli.cli import app, command_for
+
+    assert sorted(command_for(argv).commands) == sorted(typer.main.get_command(app).commands)
