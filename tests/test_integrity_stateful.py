@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from ledgers import SOAK
 from usagebox_cli.errors import Refused
 from usagebox_cli.ops.ingest import IngestOptions, ingest
 from usagebox_cli.ops.periods import close_period, list_periods, period_document
@@ -246,7 +247,7 @@ class BillingMachine(RuleBasedStateMachine):
 
 
 BillingMachine.TestCase.settings = settings(
-    max_examples=25,
+    max_examples=15 * SOAK,  # new runs each time; USAGEBOX_SOAK=N for N times as many
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -26,7 +26,7 @@ def start(db, *args, stdout=subprocess.DEVNULL):
                             stdout=stdout, stderr=subprocess.PIPE, env=env)
 
 
-def interrupt(process, after: float = 2.0) -> tuple[int, str]:
+def interrupt(process, after: float = 1.2) -> tuple[int, str]:  # about 5 start-ups: the command is blocked by then
     time.sleep(after)
     assert process.poll() is None, "the command ended before Ctrl-C"
     process.send_signal(signal.SIGINT)

@@ -26,8 +26,8 @@ def test_time_spent_writing_rows_to_a_slow_reader_does_not_count_against_the_tim
     env.pop("USAGEBOX_DB", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "usagebox_cli", "--db", str(ledger), "sql", ENDLESS + "SELECT i FROM r LIMIT 100000",
-         "--format", "json", "--timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    time.sleep(5)  # the reader is slow: the command waits on a full pipe far past 2 s
+         "--format", "json", "--timeout", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    time.sleep(3)  # the reader is slow: the command waits on a full pipe far past 1 s
     stdout, stderr = process.communicate(timeout=120)
     assert (process.returncode, stderr.decode()) == (0, "")
     rows = json.loads(stdout)["rows"]
