@@ -105,6 +105,31 @@ def test_concurrent_first_use_migrates_once(conninfo):
         assert connection.execute("SELECT count(*) FROM usagebox.migrations").fetchone()[0] == len(migrations.MIGRATIONS)
 
 
+def test_concurrent_first_opens_of_the_engine_migrate_once(conninfo):
+    # What several `usagebox ingest` processes do on a new database (found by bench_engines' four
+    # writers): each engine reads the recorded steps before it takes the migration lock.
+    from usagebox_cli.engines import open_engine
+
+    errors = []
+    start = threading.Barrier(6)
+
+    def first_open():
+        try:
+            start.wait()
+            open_engine(conninfo, create=True).close()
+        except Exception as exc:  # collected: a thread cannot fail the test by itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_open) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(conninfo) as connection:
+        assert connection.execute("SELECT count(*) FROM usagebox.migrations").fetchone()[0] == len(migrations.MIGRATIONS)
+
+
 def test_a_database_with_foreign_tables_is_refused_untouched(conninfo):
     with psycopg.connect(conninfo) as connection:
         connection.execute("CREATE TABLE invoices (id int)")

@@ -243,9 +243,18 @@ def _foreign_tables(conn) -> list[str]:
 
 
 def _applied(conn) -> list[str] | None:
-    """Recorded step names in order, or None when the database has no usagebox schema."""
-    found = conn.execute("SELECT to_regclass('usagebox.migrations')").fetchone()[0]
-    if found is None:
+    """Recorded step names in order, or None when the database has no usagebox schema.
+
+    The table is looked for in ``pg_class`` with the statement's own snapshot, not with
+    ``to_regclass``: that goes through the session's catalog cache, which keeps "no schema
+    usagebox" from an earlier look until the session next locks a table, so a process that
+    looked, then waited on the migration lock while another created the schema, was told it was
+    still missing and then found the new tables foreign (four concurrent first ingests did this).
+    """
+    found = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'usagebox' AND c.relname = 'migrations')").fetchone()[0]
+    if not found:
         return None
     return [row[0] for row in conn.execute("SELECT name FROM usagebox.migrations ORDER BY name")]
 
