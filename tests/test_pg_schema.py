@@ -85,17 +85,19 @@ def test_migrating_again_changes_nothing(conn):
     assert conn.execute("SELECT name, applied_at FROM usagebox.migrations").fetchall() == before
 
 
-def test_concurrent_first_use_migrates_once(conninfo):
+def migrated_once_by_six_at_once(conninfo: str, first_use) -> None:
+    """Run ``first_use()`` in six threads released together; none may fail, and the steps are recorded once."""
     errors = []
+    start = threading.Barrier(6)
 
-    def first_use():
+    def run():
         try:
-            with psycopg.connect(conninfo) as connection:
-                migrations.migrate(connection, "test")
+            start.wait()
+            first_use()
         except Exception as exc:  # collected: a thread cannot fail the test by itself
             errors.append(exc)
 
-    threads = [threading.Thread(target=first_use) for _ in range(6)]
+    threads = [threading.Thread(target=run) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -103,6 +105,14 @@ def test_concurrent_first_use_migrates_once(conninfo):
     assert errors == []
     with psycopg.connect(conninfo) as connection:
         assert connection.execute("SELECT count(*) FROM usagebox.migrations").fetchone()[0] == len(migrations.MIGRATIONS)
+
+
+def test_concurrent_first_use_migrates_once(conninfo):
+    def first_use():
+        with psycopg.connect(conninfo) as connection:
+            migrations.migrate(connection, "test")
+
+    migrated_once_by_six_at_once(conninfo, first_use)
 
 
 def test_concurrent_first_opens_of_the_engine_migrate_once(conninfo):
@@ -110,24 +120,7 @@ def test_concurrent_first_opens_of_the_engine_migrate_once(conninfo):
     # writers): each engine reads the recorded steps before it takes the migration lock.
     from usagebox_cli.engines import open_engine
 
-    errors = []
-    start = threading.Barrier(6)
-
-    def first_open():
-        try:
-            start.wait()
-            open_engine(conninfo, create=True).close()
-        except Exception as exc:  # collected: a thread cannot fail the test by itself
-            errors.append(exc)
-
-    threads = [threading.Thread(target=first_open) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    with psycopg.connect(conninfo) as connection:
-        assert connection.execute("SELECT count(*) FROM usagebox.migrations").fetchone()[0] == len(migrations.MIGRATIONS)
+    migrated_once_by_six_at_once(conninfo, lambda: open_engine(conninfo, create=True).close())
 
 
 def test_a_database_with_foreign_tables_is_refused_untouched(conninfo):
