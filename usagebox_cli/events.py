@@ -34,15 +34,14 @@ class EventInvalid(ValueError):
 
 
 def _validate_fields(record: dict) -> dict:
-    """pydantic's check of the declared shape, built on the first line validated.
+    """pydantic-core's check of the declared shape, built on the first line validated.
 
     Built on first use, not at import: every command imports this module (for
-    ``Event``), and only the ones that read events need pydantic, whose import
-    and schema build are a large part of a reading command's start-up.  The
-    built validator replaces this function, so later lines pay nothing.
+    ``Event``), and only the ones that read events need pydantic-core, whose
+    import is a large part of a reading command's start-up.  The built
+    validator replaces this function, so later lines pay nothing.
     """
-    global _validate_fields
-    _validate_fields = _fields_validator()
+    build_validator()
     return _validate_fields(record)
 
 

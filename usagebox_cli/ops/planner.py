@@ -250,7 +250,7 @@ def aggregate(engine, query: UsageQuery, rate_of=None, use_daily: bool = True,
                 if found is None:
                     found = groups[slot] = Aggregate()
                 found.add(total, count, low, high)
-                if group_index is None:
+                if full_series:
                     contributing.add(series_id)
                 if rates is not None:
                     if series_id not in rates:

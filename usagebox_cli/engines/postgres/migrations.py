@@ -259,10 +259,7 @@ def _applied(conn) -> list[str] | None:
     return [row[0] for row in conn.execute("SELECT name FROM usagebox.migrations ORDER BY name")]
 
 
-_UNREAD = object()
-
-
-def migrate(conn, label: str, applied=_UNREAD) -> None:
+def migrate(conn, label: str, applied: list[str] | None = None) -> None:
     """Bring the database to the newest schema in one transaction; refuse foreign or newer ones untouched.
 
     ``applied`` is what ``_applied(conn)`` just returned on an autocommit
