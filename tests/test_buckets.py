@@ -357,37 +357,68 @@ def test_the_engine_default_shifted_hours_equal_the_sqlite_statement(tmp_path, b
         conn.close()
 
 
-def test_grouped_partials_sum_the_series_of_each_group_in_sql(tmp_path):
-    # SQLite gets a group index per series and returns one row per group and hour, equal to the
-    # per-series rows added up; the planner's merge then sees a handful of rows, not one per series.
+@pytest.mark.parametrize("keys, accounts, filters", [
+    (("model_id",), None, ()),  # every series: the tier is scanned, no id list
+    (("region", "kind"), ("acct_a",), ()),
+    (("model_id",), None, (("region", ("r0", "r2")),)),
+    ((), ("acct_b", "acct_a"), (("kind", ("Usage",)), ("model_id", ("m1",)))),
+])
+def test_selected_partials_sum_each_group_key_in_sql(tmp_path, keys, accounts, filters):
+    # SQLite is told which series and which keys, and returns one row per group key and hour, equal to
+    # the per-series rows of the selected series added up per key as the planner's Series.value says.
+    from usagebox_cli.engines.base import SeriesSelection
+    from usagebox_cli.ops.planner import Series
+
     whens = ["2026-06-01T18:05:00Z", "2026-06-01T18:40:00Z", "2026-06-01T19:10:00Z", "2026-06-01T19:50:00Z"]
-    events = [_ev(n, "acct_a", f"{n + 1}.5", whens[n % 4], dimensions={"region": f"r{n % 3}"}, model_id=f"m{n % 2}")
-              for n in range(24)]
+    events = [_ev(n, f"acct_{'ab'[n % 2]}", f"{n + 1}.5", whens[n % 4], dimensions={"region": f"r{n % 3}"} if n % 5 else {},
+                  model_id=f"m{n % 2}" if n % 7 else None)
+              for n in range(40)]
     conn = build_database(str(tmp_path / "usage.db"), str(tmp_path), events)
     try:
-        series = conn.series(None)
-        ids = [row[0] for row in series]
-        groups = [0 if row[3] == "m0" else 1 for row in series]
+        series = [Series(*row) for row in conn.series(None)]
+
+        def value(item, key):
+            return item.value(key, json.loads(item.dimensions or "{}"))
+
+        picked = [item for item in series if (accounts is None or item.account_id in accounts)
+                  and all(value(item, key) in values for key, values in filters)]
+        ids = [item.series_id for item in series]
+        key_of = {item.series_id: tuple(value(item, key) for key in keys) for item in picked}
+        assert 1 < len(set(key_of.values())) or not keys
+        selection = SeriesSelection(accounts, filters, keys, False)
         first = us("2026-06-01T18:00:00Z") // HOUR
         for source in ("rollup", "raw"):
             per_series = conn.hour_partials(ids, first, first + 2, True, False, source)
-            grouped = sorted(conn.hour_partials(ids, first, first + 2, True, False, source, groups=groups))
-            assert len(per_series) > len(grouped) == 4
-            assert grouped == _regrouped(per_series, ids, groups, 0)
+            selected = conn.hour_partials(None, first, first + 2, True, False, source, selection=selection)
+            assert _by_key(selected, 0) == _regrouped(per_series, key_of, 0)
+            assert len(selected) < len(per_series)
         pieces = [(us("2026-06-01T18:00:00Z"), us("2026-06-01T18:30:00Z")), (us("2026-06-01T18:30:00Z"), us("2026-06-01T20:00:00Z"))]
-        assert sorted(conn.fragment_partials(ids, pieces, False, groups=groups)) == _regrouped(
-            conn.fragment_partials(ids, pieces, False), ids, groups, 1)
+        assert _by_key(conn.fragment_partials(None, pieces, False, selection=selection), 1) == _regrouped(
+            conn.fragment_partials(ids, pieces, False), key_of, 1)
     finally:
         conn.close()
 
 
-def _regrouped(rows, ids, groups, id_at):
-    """Per-series partial rows (the id in column ``id_at``) added up per group, sorted: the test's own reference."""
+def _by_key(rows, key_at):
+    """Rows with a group key's JSON text in column ``key_at``, the key decoded to a tuple, sorted."""
+    out = []
+    for row in rows:
+        row = list(row)
+        row[key_at] = tuple(json.loads(row[key_at]))
+        out.append(tuple(row))
+    return sorted(out, key=repr)
+
+
+def _regrouped(rows, key_of, id_at):
+    """Per-series partial rows (the id in column ``id_at``) of the selected series added up per key, sorted:
+    the test's own reference."""
     out: dict = {}
     for row in rows:
+        if row[id_at] not in key_of:
+            continue
         slot = list(row[:2])
-        slot[id_at] = groups[ids.index(row[id_at])]
+        slot[id_at] = key_of[row[id_at]]
         total, count, low, high = row[2:]
         t, c, lo, hi = out.get(tuple(slot), (0, 0, low, high))
         out[tuple(slot)] = (t + total, c + count, min(lo, low), max(hi, high))
-    return sorted((*slot, *values) for slot, values in out.items())
+    return sorted(((*slot, *values) for slot, values in out.items()), key=repr)

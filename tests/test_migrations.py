@@ -57,6 +57,10 @@ SCHEMA_BY_STEP = {
         "table": {"period_books"},
         "trigger": {("period_books_no_update", "period_books"), ("period_books_no_delete", "period_books")},
     },
+    "m006_covering_series_time": {
+        "index": {"events_series_time_quantity"},
+        "dropped index": {"events_series_time"},
+    },
 }
 
 
@@ -67,7 +71,10 @@ def expected_schema() -> dict[str, set]:
     expected: dict[str, set] = {}
     for name in steps:
         for kind, names in SCHEMA_BY_STEP[name].items():
-            expected.setdefault(kind, set()).update(names)
+            if kind.startswith("dropped "):
+                expected[kind.removeprefix("dropped ")] -= names
+            else:
+                expected.setdefault(kind, set()).update(names)
     return expected
 
 

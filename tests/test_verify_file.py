@@ -98,7 +98,7 @@ def test_text_that_is_no_longer_utf8_is_reported_as_damage_not_internal_error(le
     code, out, err = verify(ledger, "--group-by", "account_id")
     assert (code, out) == (1, "")
     assert err == (f"Error: the database file {ledger} is damaged: reading rows: OperationalError: Could not decode"
-                   " to UTF-8 column 'account_id' with text 'a\ufffdct_1'" + HINT)
+                   " to UTF-8 column 'account_id' with text '[\"a\ufffdct_1\"]'" + HINT)  # the group key, as SQL makes it
 
 
 def test_dimensions_that_are_no_longer_json_are_reported_as_damage(tmp_path):

@@ -6,6 +6,7 @@ start without importing the validation machinery.
 
 from __future__ import annotations
 
+import json
 import re
 
 USAGE, CORRECTION, RETRACTION = 0, 1, 2
@@ -40,6 +41,8 @@ def dimension_text(value) -> "str | None":
 
 def series_identity(key: tuple) -> str:
     """The unique text of a series key (account, meter, model, product, unit, kind, dimensions), in every engine."""
-    import json
+    return _identity_text(list(key))
 
-    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
+
+# json.dumps with these options would build an encoder per call (a new series costs one call).
+_identity_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
 from usagebox_cli.timefmt import HOUR_US
@@ -32,6 +33,22 @@ EventRow = tuple
 # An event as export writes it:
 # (event_id, account_id, meter_id, model_id, product_id, unit, quantity, ts_us, kind, correction_ref, dimensions JSON).
 ExportRow = tuple
+
+
+@dataclass(frozen=True)
+class SeriesSelection:
+    """Which series a read covers and what it groups them by, for an engine that does both (``keys_in_sql``).
+
+    ``accounts`` None is every account; ``filters`` pairs a key with the
+    values it may take; ``keys`` are the group keys (first-class fields,
+    ``kind`` by name, or dimension keys) in order; ``base``: base series only.
+    A series' key is what ``ops.planner.Series.value`` says, key by key.
+    """
+
+    accounts: Optional[tuple[str, ...]]
+    filters: tuple[tuple[str, tuple[str, ...]], ...]
+    keys: tuple[str, ...]
+    base: bool
 
 
 class BatchRaced(Exception):
@@ -63,9 +80,12 @@ class Engine(ABC):
     ingest_commits: Optional[tuple[int, float]] = None
 
     #: True when ``rollup_days``, ``hour_partials``, ``fragment_partials`` and ``shifted_hour_partials``
-    #: also take ``groups=`` (a group index per id) and then return one row per group index, summed by
-    #: the database, where the id would be.  Otherwise the planner sums the series in Python.
-    groups_in_sql: bool = False
+    #: also take ``selection=`` (a ``SeriesSelection``, ``ids`` then None): the database picks the
+    #: series, sums them per group and returns one row per group key (a JSON array of the key's values)
+    #: where the id would be.  Otherwise the planner selects and groups the series in Python.
+    keys_in_sql: bool = False
+    # Every partials method also takes ``extremes=False``: then min and max come back as None (the
+    # query asks for neither, and they cost a third of a grouped scan).
 
     # -- lifecycle and transactions ---------------------------------------------------------------
 
@@ -176,23 +196,29 @@ class Engine(ABC):
         """Every dimension key some stored series carries, sorted."""
 
     @abstractmethod
+    def carries_dimension_key(self, key: str) -> bool:
+        """Whether some stored series carries ``key``: stops at the first one, where ``dimension_keys`` reads all."""
+
+    @abstractmethod
     def has_empty_dimension_value(self, account: Optional[str]) -> bool: ...
 
     @abstractmethod
-    def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool) -> list[Partial]:
+    def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool,
+                    extremes: bool = True) -> list[Partial]:
         """Partials per base series (and UTC day) from the daily rollup, days in ``[first_day, last_day)``."""
 
     @abstractmethod
     def hour_partials(self, ids: list[int], first_hour: int, last_hour: int, by_hour: bool, base: bool,
-                      source: str) -> list[Partial]:
+                      source: str, extremes: bool = True) -> list[Partial]:
         """Partials per series (base series with ``base``) and hour, from the hourly rollup or raw events."""
 
     @abstractmethod
-    def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool) -> list[Partial]:
+    def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool,
+                          extremes: bool = True) -> list[Partial]:
         """Partials of raw events per fragment: rows (fragment index, id, sum, count, min, max)."""
 
     def shifted_hour_partials(self, ids: list[int], hour_ranges: list[tuple[int, int]], phase_us: int,
-                              base: bool) -> list[Partial]:
+                              base: bool, extremes: bool = True) -> list[Partial]:
         """Partials of raw events in the hours ``[h0, h1)`` of ``hour_ranges``, per id and *shifted hour*
         ``(ts_us - phase_us) // HOUR_US``: rows (id, shifted hour, sum, count, min, max).
 
@@ -209,7 +235,7 @@ class Engine(ABC):
                 pieces += [(start, cut), (cut, end)]
                 shifted += [hour - 1, hour]
         merged: dict[tuple[int, int], list] = {}
-        for index, row_id, total, count, low, high in self.fragment_partials(ids, pieces, base):
+        for index, row_id, total, count, low, high in self.fragment_partials(ids, pieces, base, extremes=extremes):
             slot = (row_id, shifted[index])
             found = merged.get(slot)
             if found is None:
@@ -217,7 +243,8 @@ class Engine(ABC):
             else:
                 found[0] += total
                 found[1] += count
-                found[2], found[3] = min(found[2], low), max(found[3], high)
+                if extremes:
+                    found[2], found[3] = min(found[2], low), max(found[3], high)
         return [(row_id, hour, *values) for (row_id, hour), values in merged.items()]
 
     @abstractmethod

@@ -37,6 +37,16 @@ EVENT_COLUMNS = (
 SERIES_COLUMNS = "series_id, account_id, meter_id, model_id, product_id, unit, kind, dimensions"
 
 
+def extremes(low: str, high: str, wanted: bool) -> str:
+    """A partial's min and max columns, or ``NULL, NULL`` when the query asks for neither.
+
+    Most reads want sum and count only, and the two extra aggregates are a
+    third of a grouped scan's time (measured: 1M rollup rows per series,
+    366 ms without them, 535 ms with).
+    """
+    return f"min({low}), max({high})" if wanted else "NULL, NULL"
+
+
 def event_rows_sql(dialect: Dialect) -> str:
     """``engines.base.EventRow``: an event with its provenance; callers add WHERE and ORDER BY."""
     prefix = dialect.schema

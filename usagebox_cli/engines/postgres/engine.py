@@ -27,6 +27,7 @@ from usagebox_cli.engines.base import BatchRaced, Engine
 from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
 from usagebox_cli.engines.postgres import connection, ledger_copy, migrations, writer
 from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, POSTGRES, SERIES_COLUMNS, event_rows_sql, grains
+from usagebox_cli.engines.shared_sql import extremes as extremes_sql
 from usagebox_cli.engines.postgres.periods import PERIOD_LOCK, guard_batch
 from usagebox_cli.errors import CannotRun
 from usagebox_cli.events import Event
@@ -269,6 +270,10 @@ class PostgresEngine(Engine):
             params = (account,)
         return sorted(row[0] for row in self._all(sql, params))
 
+    def carries_dimension_key(self, key: str) -> bool:
+        return bool(self._all("SELECT 1 FROM usagebox.series WHERE dimensions IS NOT NULL AND dimensions::jsonb ? %s LIMIT 1",
+                              (key,)))
+
     def has_empty_dimension_value(self, account: Optional[str]) -> bool:
         sql = ("SELECT 1 FROM usagebox.series s, json_each(s.dimensions::json) j WHERE s.dimensions IS NOT NULL"
                " AND json_typeof(j.value) = 'string' AND j.value #>> '{}' = ''")
@@ -278,17 +283,18 @@ class PostgresEngine(Engine):
             params = (account,)
         return self._one(sql + " LIMIT 1", params) is not None
 
-    def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool) -> list[tuple]:
+    def rollup_days(self, ids: list[int], first_day: int, last_day: int, by_day: bool,
+                    extremes: bool = True) -> list[tuple]:
         sql = (
             f"SELECT base_id, {'day' if by_day else 'NULL::bigint'}, sum(quantity), sum(event_count),"
-            " min(min_quantity), max(max_quantity) FROM usagebox.rollup_daily"
+            f" {extremes_sql('min_quantity', 'max_quantity', extremes)} FROM usagebox.rollup_daily"
             " WHERE base_id = ANY(%(ids)s) AND day >= %(d0)s AND day < %(d1)s"
             f" GROUP BY base_id{', day' if by_day else ''} ORDER BY 1, 2"
         )
         return self._all(sql, {"ids": list(ids), "d0": first_day, "d1": last_day})
 
     def hour_partials(self, ids: list[int], first_hour: int, last_hour: int, by_hour: bool, base: bool,
-                      source: str) -> list[tuple]:
+                      source: str, extremes: bool = True) -> list[tuple]:
         if base:
             hourly = "usagebox.rollup_hourly r JOIN usagebox.series s ON s.series_id = r.series_id"
             raw = "usagebox.events e JOIN usagebox.series s ON s.series_id = e.series_id"
@@ -300,7 +306,7 @@ class PostgresEngine(Engine):
             hour = "r.hour"
             sql = (
                 f"SELECT {hourly_id}, {hour if by_hour else 'NULL::bigint'}, sum(r.quantity), sum(r.event_count),"
-                f" min(r.min_quantity), max(r.max_quantity) FROM {hourly}"
+                f" {extremes_sql('r.min_quantity', 'r.max_quantity', extremes)} FROM {hourly}"
                 f" WHERE {hourly_id} = ANY(%(ids)s) AND r.hour >= %(h0)s AND r.hour < %(h1)s"
                 f" GROUP BY {hourly_id}{', ' + hour if by_hour else ''} ORDER BY 1, 2"
             )
@@ -308,7 +314,7 @@ class PostgresEngine(Engine):
             hour = f"e.ts_us / {HOUR_US}"
             sql = (
                 f"SELECT {raw_id}, {hour if by_hour else 'NULL::bigint'}, sum(e.quantity), count(*),"
-                f" min(e.quantity), max(e.quantity) FROM {raw}"
+                f" {extremes_sql('e.quantity', 'e.quantity', extremes)} FROM {raw}"
                 f" WHERE {raw_id} = ANY(%(ids)s) AND e.ts_us >= %(t0)s AND e.ts_us < %(t1)s"
                 f" GROUP BY {raw_id}{', ' + hour if by_hour else ''} ORDER BY 1, 2"
             )
@@ -316,14 +322,15 @@ class PostgresEngine(Engine):
                   "t0": first_hour * HOUR_US, "t1": last_hour * HOUR_US}
         return self._all(sql, params)
 
-    def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool) -> list[tuple]:
+    def fragment_partials(self, ids: list[int], spans: list[tuple[int, int]], base: bool,
+                          extremes: bool = True) -> list[tuple]:
         if base:
             source = "JOIN usagebox.series s ON s.base_id = ANY(%(ids)s) JOIN usagebox.events e ON e.series_id = s.series_id"
             raw_id = "s.base_id"
         else:
             source, raw_id = "JOIN usagebox.events e ON e.series_id = ANY(%(ids)s)", "e.series_id"
         sql = (
-            f"SELECT f.n - 1, {raw_id}, sum(e.quantity), count(*), min(e.quantity), max(e.quantity)"
+            f"SELECT f.n - 1, {raw_id}, sum(e.quantity), count(*), {extremes_sql('e.quantity', 'e.quantity', extremes)}"
             " FROM unnest(%(starts)s::bigint[], %(ends)s::bigint[]) WITH ORDINALITY AS f(t0, t1, n)"
             f" {source} AND e.ts_us >= f.t0 AND e.ts_us < f.t1"
             f" GROUP BY f.n, {raw_id} ORDER BY 1, 2"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Iterator, Optional
 
-from usagebox_cli.engines.sqlite.sums import joined
+from usagebox_cli.engines.sqlite.sums import exact_sum, run_exact
 
 
 def series_totals(conn: sqlite3.Connection) -> Iterator[tuple]:
@@ -19,18 +19,19 @@ def series_totals(conn: sqlite3.Connection) -> Iterator[tuple]:
     Summed per series in SQL and across series by the caller, in Python, so a
     long-lived account's total cannot overflow SQLite's integers.
     """
-    # One series' hours can add up past 2^63 too: halves summed apart, as sums.exact_sum does.
-    rows = conn.execute(
-        "SELECT s.account_id, s.meter_id,"
+    # One series' hours can add up past 2^63 too.
+    rows = run_exact(
+        conn,
+        "WITH t(series_id, high, low, event_count) AS ("
+        f"SELECT r.series_id, {exact_sum('r.quantity')}, sum(r.event_count) FROM rollup_hourly r GROUP BY r.series_id)"
+        " SELECT s.account_id, s.meter_id,"
         " (SELECT min(e.ts_us) FROM events e WHERE e.series_id = s.series_id),"
         " (SELECT max(e.ts_us) FROM events e WHERE e.series_id = s.series_id),"
         " t.high, t.low, t.event_count"
-        " FROM series s LEFT JOIN (SELECT r.series_id AS series_id, sum(r.quantity >> 32) AS high,"
-        " sum(r.quantity & 4294967295) AS low, sum(r.event_count) AS event_count"
-        " FROM rollup_hourly r GROUP BY r.series_id) AS t ON t.series_id = s.series_id"
-        " ORDER BY s.account_id, s.meter_id"
+        " FROM series s LEFT JOIN t ON t.series_id = s.series_id"
+        " ORDER BY s.account_id, s.meter_id", (), 4,
     )
-    return iter(joined(rows, 4))
+    return iter(rows)
 
 
 def account_span(conn: sqlite3.Connection, account: str) -> Optional[tuple[int, int]]:

@@ -351,6 +351,27 @@ def m005_frozen_cost(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m006_covering_series_time(conn: sqlite3.Connection) -> None:
+    """Raw reads by series and time find each event's quantity in the index itself.
+
+    A raw read (``--source raw``, the cut hours of a half-hour zone, window
+    edges, verify) walks ``(series_id, ts_us)`` and then fetched every
+    event's row for its quantity: one random page per event, since rows lie
+    in ingest order.  With the quantity in the index the read never touches
+    the table (measured: one account's month in Asia/Kathmandu, 210 ms against
+    44 ms on 1M events).  Upgrading builds the new index once (1.6 s per
+    million events) inside the migration's transaction.
+    """
+    run_script(
+        conn,
+        """
+        CREATE INDEX events_series_time_quantity ON events(series_id, ts_us, quantity);
+        DROP INDEX events_series_time;
+        """,
+    )
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
 
