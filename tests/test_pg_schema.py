@@ -69,7 +69,11 @@ def test_migrating_an_empty_database_creates_exactly_the_ledger(conn):
     assert triggers == {"events_rollup", "events_immutable", "events_no_truncate", "conflicts_immutable",
                         "conflicts_no_truncate", "periods_immutable", "periods_no_truncate",
                         "period_books_immutable", "period_books_no_truncate",
-                        "period_lines_immutable", "period_lines_no_truncate"}
+                        "period_lines_immutable", "period_lines_no_truncate",
+                        "series_kept", "series_no_truncate", "segments_kept", "segments_no_truncate"}
+    # The events' references are checked per statement by the rollup trigger (m003), not by foreign keys.
+    assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'usagebox.events'::regclass"
+                        " AND contype = 'f'").fetchone() == (0,)
     columns = [row[0] for row in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'usagebox'"
         " AND table_name = 'usage_events' ORDER BY ordinal_position")]
@@ -166,6 +170,42 @@ def test_events_are_immutable(conn, statement):
         conn.execute(statement)
 
 
+@pytest.mark.parametrize("wrong", ["series", "base", "segment"])
+def test_an_event_naming_no_stored_series_or_segment_is_refused(conn, wrong):
+    # What the foreign keys refused, the rollup trigger refuses once per statement: also in a batch
+    # whose other rows are right, and the batch leaves nothing behind.
+    segment, series = _seed(conn)
+    conn.commit()
+    missing = series + 1000
+    row = {"series": (missing, series, segment), "base": (series, missing, segment),
+           "segment": (series, series, segment + 1000)}[wrong]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="not stored"):
+        conn.cursor().executemany(
+            "INSERT INTO usagebox.events (event_id, series_id, base_id, quantity, ts_us, kind, segment_id, line,"
+            " ingested_us) SELECT * FROM (VALUES ('ok', %s::bigint, %s::bigint, 1::bigint, 1::bigint, 0::smallint,"
+            " %s::bigint, 1::bigint, 0::bigint), ('bad', %s, %s, 1, 1, 0, %s, 2, 0)) v",
+            [(series, series, segment, *row)])
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM usagebox.events").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM usagebox.rollup_hourly").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM usagebox.series",
+    "UPDATE usagebox.series SET series_id = series_id + 100",
+    "TRUNCATE usagebox.series CASCADE",
+    "DELETE FROM usagebox.segments",
+    "UPDATE usagebox.segments SET segment_id = segment_id + 100",
+    "TRUNCATE usagebox.segments CASCADE",
+])
+def test_series_and_sources_that_events_name_stay(conn, statement):
+    segment, series = _seed(conn)
+    _insert(conn, [("e1", 1, 1)], segment, series)
+    conn.commit()
+    with pytest.raises(psycopg.errors.RestrictViolation, match="never removed or renumbered"):
+        conn.execute(statement)
+
+
 def test_the_conflict_log_and_frozen_periods_are_immutable(conn):
     segment, _ = _seed(conn)
     conn.execute("INSERT INTO usagebox.conflicts (event_id, existing, incoming, differences, segment_id, line, detected_at)"
@@ -200,3 +240,38 @@ def test_an_overflowing_rollup_is_an_error_not_a_rounded_total(conn):
     _insert(conn, [(f"e{n}", big, n) for n in range(9)], segment, series)
     with pytest.raises(psycopg.errors.NumericValueOutOfRange):
         _insert(conn, [("e9", big, 9), ("e10", big, 10)], segment, series)
+
+
+def test_a_ledger_of_an_older_schema_upgrades_with_its_events(conninfo, tmp_path, monkeypatch):
+    # A ledger migrated by the build before m003 (foreign keys on events), with events in it: the next
+    # open drops the keys, the rollups still equal the events, and new events go in under the new rule.
+    from conftest import event, write_ndjson
+    from usagebox_cli.engines import open_engine
+    from usagebox_cli.ops.ingest import IngestOptions, ingest
+
+    every_step = list(migrations.MIGRATIONS)
+    older = [name for name, _ in every_step].index("m003_event_references_per_statement")
+    monkeypatch.setattr(migrations, "MIGRATIONS", every_step[:older])
+    first = write_ndjson(tmp_path / "a.ndjson", [event(n, dimensions={"region": f"r{n % 2}"}) for n in range(1, 21)])
+    engine = open_engine(conninfo)
+    try:
+        assert ingest(engine, [str(first)], IngestOptions(allow_future=True)).accepted == 20
+    finally:
+        engine.close()
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'usagebox.events'::regclass"
+                            " AND contype = 'f'").fetchone() == (3,)
+    monkeypatch.setattr(migrations, "MIGRATIONS", every_step)
+    second = write_ndjson(tmp_path / "b.ndjson", [event(n, dimensions={"region": f"r{n % 3}"}) for n in range(21, 41)] + [event(n, dimensions={"region": f"r{n % 2}"}) for n in range(15, 21)])
+    engine = open_engine(conninfo)
+    try:
+        summary = ingest(engine, [str(second)], IngestOptions(allow_future=True))
+        assert (summary.accepted, summary.duplicates) == (20, 6)
+    finally:
+        engine.close()
+    with psycopg.connect(conninfo) as conn:
+        assert [row[0] for row in conn.execute("SELECT name FROM usagebox.migrations")] == [n for n, _ in every_step]
+        events = conn.execute("SELECT count(*), sum(quantity) FROM usagebox.events").fetchone()
+        assert events[0] == 40
+        for tier in ("rollup_hourly", "rollup_daily"):
+            assert conn.execute(f"SELECT sum(event_count), sum(quantity) FROM usagebox.{tier}").fetchone() == events

@@ -9,8 +9,9 @@ Loading writes rows exactly as given, identity columns included (they are
 binary ``COPY`` per batch.  Nothing is disabled: ``COPY`` fires the
 statement-level rollup trigger over its transition table like the ingest
 writer's ``INSERT … SELECT``, so the rollups are built by the same trigger
-that keeps them; foreign keys are checked (``ledger_rows`` hands out base
-series before the series that name them); the immutability triggers refuse
+that keeps them, after checking that every event names a stored series,
+base series and segment (``ledger_rows`` hands out base series before the
+series that name them, and series and segments before events); the immutability triggers refuse
 only UPDATE, DELETE and TRUNCATE, and a load only inserts.  Afterwards
 ``finish_load`` moves each identity sequence to the largest loaded id, so the
 next ingest's ``seq`` follows the copied events.
