@@ -168,3 +168,38 @@ def test_verify_finds_a_tampered_rollup_on_postgresql_and_repair_rebuilds_it(pg_
     assert repaired.returncode == 0, repaired.stderr
     again = json.loads(run_cli_inprocess(["verify", "--period", "2026-06", "--json"], db=pg_ledger).stdout)  # type: ignore[arg-type]
     assert (again["ok"], again["drift"], again["rollup_sum"]) == (True, 0, 150)
+
+
+def test_a_large_ingest_brings_the_planner_statistics_up_to_date_and_a_small_one_does_not(pg_ledger, tmp_path, monkeypatch):
+    # Right after a large load the server's plans for the new rows are guesses (590 ms against 16 ms
+    # for one account's raw month, measured): the ingest runs ANALYZE itself once it grew the events
+    # by a tenth or more; a small ingest into a large ledger leaves it to autovacuum.
+    import psycopg
+
+    from conftest import event
+    from usagebox_cli.engines.postgres import engine as pg_engine
+
+    monkeypatch.setattr(pg_engine, "STATISTICS_MIN_EVENTS", 20)
+
+    def analysed() -> int:
+        with psycopg.connect(pg_ledger, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = 'usagebox'"
+                                " AND last_analyze IS NOT NULL").fetchone()[0]
+
+    few = write_ndjson(tmp_path / "few.ndjson", [event(n) for n in range(1, 11)])
+    assert run_cli_inprocess(["ingest", few], db=pg_ledger).returncode == 0  # type: ignore[arg-type]
+    assert analysed() == 0  # below STATISTICS_MIN_EVENTS
+    many = write_ndjson(tmp_path / "many.ndjson", [event(n) for n in range(11, 211)])
+    assert run_cli_inprocess(["ingest", many], db=pg_ledger).returncode == 0  # type: ignore[arg-type]
+    assert analysed() == 4  # series, events and both rollups
+    with psycopg.connect(pg_ledger, autocommit=True) as conn:
+        assert conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'usagebox.events'::regclass").fetchone()[0] == 210
+        conn.execute("SELECT pg_stat_reset()")
+    more = write_ndjson(tmp_path / "more.ndjson", [event(n) for n in range(211, 241)])  # 30: over a tenth of 210
+    assert run_cli_inprocess(["ingest", more], db=pg_ledger).returncode == 0  # type: ignore[arg-type]
+    assert analysed() == 4
+    with psycopg.connect(pg_ledger, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_reset()")
+    little = write_ndjson(tmp_path / "little.ndjson", [event(n) for n in range(241, 261)])  # 20: under a tenth of 240
+    assert run_cli_inprocess(["ingest", little], db=pg_ledger).returncode == 0  # type: ignore[arg-type]
+    assert analysed() == 0

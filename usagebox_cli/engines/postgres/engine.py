@@ -56,6 +56,10 @@ class _Undo(Exception):
     """Rolls back a batch's savepoint when the batch lost a race (turned into ``BatchRaced``)."""
 
 
+# An ingest storing fewer events than this never runs ANALYZE itself (see ``_refresh_statistics``).
+STATISTICS_MIN_EVENTS = 10_000
+
+
 class PostgresEngine(Engine):
     """The methods of ``Engine`` over one autocommit psycopg connection."""
 
@@ -71,6 +75,8 @@ class PostgresEngine(Engine):
         self._cache = writer.SeriesCache()
         self._made: dict = {}
         self._copy_types: dict[str, list[int]] = {}
+        self._uncommitted_events = 0  # inserted by this ingest's open transaction
+        self._committed_events = 0  # inserted and committed by this ingest
 
     def _all(self, sql: str, params=None) -> list[tuple]:
         return [_plain(row) for row in self.conn.execute(sql, params)]
@@ -136,7 +142,29 @@ class PostgresEngine(Engine):
 
     @contextmanager
     def bulk_ingest(self) -> Iterator[None]:
-        yield  # the server checks its constraints per statement, set-based; nothing to relax
+        # The server checks its constraints per statement, set-based: nothing to relax.  After a large
+        # ingest the planner's statistics are brought up to date at once (``_refresh_statistics``).
+        self._uncommitted_events = self._committed_events = 0
+        yield
+        self._refresh_statistics(self._committed_events)
+
+    def _refresh_statistics(self, stored: int) -> None:
+        """ANALYZE the ledger's tables after an ingest that grew the events by a tenth or more.
+
+        Until the server's statistics know the new rows, its plans for them are
+        guesses: one account's month read raw took 590 ms right after a
+        200,000-event ingest into a new ledger and 16 ms once analysed.
+        Autovacuum would analyse them too, by the same rule (a tenth of the
+        table changed), but up to a minute later, while a dashboard is already
+        reading.  ANALYZE samples a bounded number of rows (0.5 s here for
+        200,000 events in all four tables) and blocks no reader or writer.
+        """
+        if stored < STATISTICS_MIN_EVENTS:
+            return
+        (known,) = self._one("SELECT reltuples FROM pg_class WHERE oid = 'usagebox.events'::regclass")
+        if known > 0 and stored * 10 < known:
+            return
+        self.conn.execute("ANALYZE usagebox.series, usagebox.events, usagebox.rollup_hourly, usagebox.rollup_daily")
 
     def write_failure(self, exc: BaseException) -> Optional[Exception]:
         sqlstate = getattr(exc, "sqlstate", None)
@@ -220,6 +248,7 @@ class PostgresEngine(Engine):
             self._forget_made_since(made_before)
             raise BatchRaced(f"the server aborted this batch to let another writer through ({exc.sqlstate})",
                              deadlocked=True) from None
+        self._uncommitted_events += result.inserted
         position = {id(row): n for n, row in enumerate(rows)}
         return sorted(position[id(row)] for row in result.overflowed)
 
@@ -230,10 +259,13 @@ class PostgresEngine(Engine):
 
     def forget_uncommitted(self) -> None:
         self._made.clear()
+        self._uncommitted_events = 0
 
     def committed(self) -> None:
         self._cache.ids.update(self._made)
         self._made.clear()
+        self._committed_events += self._uncommitted_events
+        self._uncommitted_events = 0
 
     def last_segment_id(self) -> int:
         return self._one("SELECT coalesce(max(segment_id), 0) FROM usagebox.segments")[0]

