@@ -2,7 +2,8 @@
 
 Everything but time is a property of a *series* (account, meter, model,
 product, unit, kind, dimensions), so a query first maps each matching series
-to its group key, once, in Python.  Time is then split into
+to its group key, once (in Python, or in SQL where the engine can, see
+below).  Time is then split into
 
 - whole UTC hours, read from ``rollup_hourly`` (``source="rollup"``) or from
   raw events grouped per hour (``source="raw"``), and

@@ -26,7 +26,7 @@ from usagebox_cli.engines.sqlite.sums import exact_sum, run_exact
 from usagebox_cli.engines.sqlite.writer import SeriesWriter
 from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.events import Event
-from usagebox_cli.fields import CORRECTION, RETRACTION
+from usagebox_cli.fields import CORRECTION, KIND_NAMES, RETRACTION
 from usagebox_cli.timefmt import HOUR_US
 
 
@@ -39,7 +39,7 @@ def _fetch(conn: sqlite3.Connection, sql: str, params, at: int) -> list:
     return run_exact(conn, sql, params, at)
 
 
-_KIND_NAME = "CASE {t}.kind WHEN 0 THEN 'Usage' WHEN 1 THEN 'Correction' ELSE 'Retraction' END"
+_KIND_NAME = "CASE {t}.kind " + " ".join(f"WHEN {code} THEN '{name}'" for code, name in enumerate(KIND_NAMES)) + " END"
 _FIRST_CLASS = ("account_id", "meter_id", "model_id", "product_id", "unit")
 
 
@@ -60,10 +60,11 @@ def _group_key(keys: tuple[str, ...], table: str, params: dict) -> str:
 
     The name is what an error about the column says (damaged text in a ledger
     file: "Could not decode to UTF-8 column 'account_id'"); keys are field
-    names or dimension keys (letters, digits, ``_ . -``), safe to quote.
+    names or dimension keys (letters, digits, ``_ . -``).
     """
     values = ", ".join(_series_value(key, table, params) for key in keys)
-    return f'json_array({values}) AS "{", ".join(keys) or "group"}"'
+    name = (", ".join(keys) or "group").replace('"', '""')  # quoted whatever a caller passes
+    return f'json_array({values}) AS "{name}"'
 
 
 def _owned(column: str, ids: Optional[list[int]], selection: Optional[SeriesSelection],

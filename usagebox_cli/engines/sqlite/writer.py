@@ -174,11 +174,12 @@ class SeriesWriter:
         new_rows = []
         for identity, key in pairs:
             series_id = stored.get(identity)
-            base_id = series_id if base else cache[key[:6] + (None,)][0]
-            if series_id is None:
+            new = series_id is None
+            if new:
                 series_id = next_id
                 next_id += 1
-                base_id = series_id if base else base_id
+            base_id = series_id if base else cache[key[:6] + (None,)][0]
+            if new:
                 new_rows.append((series_id, identity, *key, base_id))
             cache[key] = (series_id, base_id)
             self._series_new.append(key)
