@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -202,3 +203,33 @@ def test_a_bad_commit_size_is_refused_before_anything_is_read(tmp_path, value):
     assert result.returncode == 2, result
     assert result.stderr.strip() == f"Error: USAGEBOX_COMMIT_LINES must be a whole number of lines above 0, not {value!r}"
     assert rejects.read_text() == "kept\n"
+
+
+def test_a_message_survives_writes_that_take_part_of_it(monkeypatch):
+    """A pipe write interrupted by a signal takes only some bytes; the rest must follow, in order."""
+    import pickle
+
+    message = ("batch", 1, 2, [(n, "x" * 50) for n in range(2_000)])
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    read_fd, write_fd = os.pipe()
+    real_write = os.write
+    calls = []
+
+    def short_write(fd, chunk):
+        calls.append(len(chunk))
+        return real_write(fd, bytes(chunk[:777]))
+
+    monkeypatch.setattr(ingest_reader.os, "write", short_write)
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(iter_read(read_fd)))
+    reader.start()
+    ingest_reader.write_all(write_fd, data)
+    os.close(write_fd)
+    reader.join()
+    assert len(calls) > 1
+    assert pickle.loads(bytes(received)) == message
+
+
+def iter_read(fd):
+    with open(fd, "rb") as pipe:
+        return pipe.read()

@@ -132,23 +132,35 @@ def _child(parent: int, write_fd: int, sources: list[Source], extra_mode: str, a
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         os.close(devnull)
-        with open(write_fd, "wb", buffering=0) as pipe:
-            dumps = pickle.dumps
-            try:
-                for message in messages(sources, extra_mode, assume_utc, db_path, context):
-                    if message[0] == "batch":
-                        message = message[:3] + (_to_wire(message[3]),)
-                    pipe.write(dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-            except BrokenPipeError:
-                raise
-            except BaseException as exc:  # reading failed: the parent raises it
-                pipe.write(dumps(("error", _portable(exc)), protocol=pickle.HIGHEST_PROTOCOL))
+        dumps = pickle.dumps
+        try:
+            for message in messages(sources, extra_mode, assume_utc, db_path, context):
+                if message[0] == "batch":
+                    message = message[:3] + (_to_wire(message[3]),)
+                write_all(write_fd, dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except BrokenPipeError:
+            raise
+        except BaseException as exc:  # reading failed: the parent raises it
+            write_all(write_fd, dumps(("error", _portable(exc)), protocol=pickle.HIGHEST_PROTOCOL))
     except BrokenPipeError:
         code = 0  # the parent is gone or stopped listening
     except BaseException:
         code = 1
     finally:
         os._exit(code)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd``.
+
+    One ``write`` to a pipe may take fewer bytes than it was given when a
+    signal arrives part way (a debugger or profiler attaching is enough): the
+    rest of the message would be lost and the parent would read the next one
+    from its middle.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _die_with_parent(parent: int) -> None:

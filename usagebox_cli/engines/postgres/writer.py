@@ -171,47 +171,62 @@ def _series_ids(conn, keys: set, cache: SeriesCache, made: dict) -> dict[SeriesK
     known = {key: cache.ids[key] for key in keys if key in cache.ids}
     missing = keys - known.keys()
     if missing:
-        bases = sorted({key[:6] + (None,) for key in missing} - cache.ids.keys(), key=series_identity)
-        _upsert_series(conn, bases, base=True)
-        others = sorted(missing - set(bases), key=series_identity)
-        _upsert_series(conn, others, base=False)
-        wanted = [series_identity(key) for key in bases + others]
-        found = dict((identity, (sid, bid)) for identity, sid, bid in conn.execute(
-            "SELECT identity, series_id, base_id FROM usagebox.series WHERE identity = ANY(%s)", (wanted,)))
-        for key in bases + others:
-            made[key] = found[series_identity(key)]
+        bases = {key[:6] + (None,) for key in missing} - cache.ids.keys()
+        wanted = [(series_identity(key), key in bases, key) for key in bases | missing]
+        # Base series first (every other series names its base), each group in identity order, so two
+        # writers making the same series lock them in one order.
+        wanted.sort(key=lambda entry: (not entry[1], entry[0]))
+        _stage_series(conn, wanted)
+        conn.execute(_SERIES_INSERT.format(base_id="v.id", which=""))
+        conn.execute(_SERIES_INSERT.format(
+            base_id="(SELECT b.series_id FROM usagebox.series b WHERE b.identity = v.base_identity)", which="NOT"))
+        found = conn.execute(f"SELECT st.n, s.series_id, s.base_id FROM {_SERIES_STAGE} st"
+                             " JOIN usagebox.series s ON s.identity = st.identity").fetchall()
+        for n, series_id, base_id in found:
+            made[wanted[n][2]] = (series_id, base_id)
         known.update((key, made[key]) for key in missing)
     return known
 
 
-def _upsert_series(conn, keys: list, base: bool) -> None:
-    if not keys:
-        return
-    columns = [list(column) for column in zip(*keys)]
-    identities = [series_identity(key) for key in keys]
-    base_identities = [series_identity(key[:6] + (None,)) for key in keys]
-    base_id = "v.id" if base else "(SELECT b.series_id FROM usagebox.series b WHERE b.identity = v.base_identity)"
-    conn.execute(
-        "INSERT INTO usagebox.series (series_id, identity, account_id, meter_id, model_id, product_id, unit, kind,"
-        " dimensions, base_id)"
-        f" SELECT v.id, v.identity, v.account_id, v.meter_id, v.model_id, v.product_id, v.unit, v.kind, v.dimensions, {base_id}"
-        " FROM (SELECT nextval(pg_get_serial_sequence('usagebox.series', 'series_id')) AS id, u.*"
-        "       FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int2[],"
-        "                   %s::text[], %s::text[])"
-        "       WITH ORDINALITY AS u(identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions,"
-        "                            base_identity, n)) v"
-        " ORDER BY v.n ON CONFLICT (identity) DO NOTHING",
-        (identities, *columns, base_identities),
-    )
+# The batch's new series, COPY-ed (binary) like its events: binding them as nine arrays cost more
+# client time than everything else the writer does (psycopg dumps a list element by element in Python).
+_SERIES_STAGE = "ub_series_stage"
+_SERIES_STAGE_COLUMNS = ("n", "identity", "account_id", "meter_id", "model_id", "product_id", "unit", "kind",
+                         "dimensions", "base_identity", "is_base")
+_SERIES_STAGE_TYPES = ("int4", "text", "text", "text", "text", "text", "text", "int2", "text", "text", "bool")
+_SERIES_INSERT = f"""
+INSERT INTO usagebox.series (series_id, identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions,
+                             base_id)
+SELECT v.id, v.identity, v.account_id, v.meter_id, v.model_id, v.product_id, v.unit, v.kind, v.dimensions, {{base_id}}
+FROM (SELECT nextval(pg_get_serial_sequence('usagebox.series', 'series_id')) AS id, st.*
+      FROM (SELECT * FROM {_SERIES_STAGE} WHERE {{which}} is_base ORDER BY n) st) v
+ORDER BY v.n
+ON CONFLICT (identity) DO NOTHING
+"""
+
+
+def _stage_series(conn, wanted: list) -> None:
+    _staging_table(conn, _SERIES_STAGE, _SERIES_STAGE_COLUMNS, _SERIES_STAGE_TYPES)
+    with conn.cursor().copy(f"COPY {_SERIES_STAGE} ({', '.join(_SERIES_STAGE_COLUMNS)})"
+                            " FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_SERIES_STAGE_TYPES)
+        for n, (identity, is_base, key) in enumerate(wanted):
+            copy.write_row((n, identity, *key, identity if is_base else series_identity(key[:6] + (None,)),
+                            is_base))
+
+
+def _staging_table(conn, name: str, columns: Sequence[str], types: Sequence[str]) -> None:
+    """An empty temporary table for one COPY: emptied at commit, and here, since an ingest may put
+    several batches in one transaction (an earlier batch's rows must not be moved again)."""
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ("
+                 + ", ".join(f"{column} {kind}" for column, kind in zip(columns, types))
+                 + ") ON COMMIT DELETE ROWS")
+    conn.execute(f"TRUNCATE {name}")
 
 
 def _stage(conn, rows: Sequence[Row], ids: dict) -> None:
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
-                 + ", ".join(f"{name} {kind}" for name, kind in zip(_STAGE_COLUMNS, _STAGE_TYPES))
-                 + ") ON COMMIT DELETE ROWS")
-    # An ingest may put several batches in one transaction: an earlier batch's rows must not be moved again
-    # (each would take an identity value, leaving a gap in seq, and be judged lost).
-    conn.execute(f"TRUNCATE {_STAGE}")
+    # Moving an earlier batch's rows again would give each an identity value (a gap in seq) and judge it lost.
+    _staging_table(conn, _STAGE, _STAGE_COLUMNS, _STAGE_TYPES)
     with conn.cursor().copy(f"COPY {_STAGE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_STAGE_TYPES)
         for n, row in enumerate(rows):
