@@ -168,10 +168,16 @@ def persist(conn, rows: Sequence[Row], conflicts: Sequence[Conflict], counts: Op
 
 
 def _series_ids(conn, keys: set, cache: SeriesCache, made: dict) -> dict[SeriesKey, tuple[int, int]]:
-    known = {key: cache.ids[key] for key in keys if key in cache.ids}
-    missing = keys - known.keys()
+    known, missing = {}, set()
+    stored = cache.ids.get
+    for key in keys:  # one lookup a key: hashing a key tuple is most of the cost
+        ids = stored(key)
+        if ids is None:
+            missing.add(key)
+        else:
+            known[key] = ids
     if missing:
-        bases = {key[:6] + (None,) for key in missing} - cache.ids.keys()
+        bases = {base for key in missing if (base := key[:6] + (None,)) not in cache.ids}  # see the SQLite writer
         wanted = [(series_identity(key), key in bases, key) for key in bases | missing]
         # Base series first (every other series names its base), each group in identity order, so two
         # writers making the same series lock them in one order.
