@@ -233,3 +233,27 @@ def test_a_message_survives_writes_that_take_part_of_it(monkeypatch):
 def iter_read(fd):
     with open(fd, "rb") as pipe:
         return pipe.read()
+
+
+def test_an_ingest_collects_garbage_less_often_and_puts_the_thresholds_back(tmp_path, monkeypatch):
+    # The reader child inherits the thresholds by fork; the writer's are seen in its batch loop.
+    import gc
+    from usagebox_cli.ops import ingest as ingest_module
+
+    seen = []
+    real_write = ingest_module._write_batch
+
+    def spying_write(*args, **kwargs):
+        seen.append(gc.get_threshold())
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "_write_batch", spying_write)
+    before = gc.get_threshold()
+    source = write_ndjson(tmp_path / "in.ndjson", [event(n) for n in range(1, 6)])
+    engine = connect(tmp_path / "l.db")
+    try:
+        assert ingest(engine, [str(source)], IngestOptions(allow_future=True)).accepted == 5
+    finally:
+        engine.close()
+    assert seen and all(threshold == ingest_module._INGEST_GC_THRESHOLDS for threshold in seen)
+    assert gc.get_threshold() == before
