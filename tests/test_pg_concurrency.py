@@ -37,7 +37,7 @@ from pgcluster import Cluster, import_psycopg
 
 psycopg = import_psycopg()
 from usagebox_cli import exactjson  # noqa: E402
-from usagebox_cli.engines.postgres import connection, writer  # noqa: E402
+from usagebox_cli.engines.postgres import connection, periods, writer  # noqa: E402
 from usagebox_cli.events import event_document  # noqa: E402
 from usagebox_cli.readers.ndjson import parse_line  # noqa: E402
 
@@ -121,29 +121,32 @@ def _stored(uri: str) -> dict:
     return totals
 
 
-class WriterWatch:
-    """Samples how many backends are inside a write transaction at once (a read-only reader has no xid)."""
+class StartingGate:
+    """Holds the exclusive period lock (as a close does) until every writer queues behind it, then lets go.
+
+    Each ingest batch begins by taking that lock shared, so releasing it
+    starts all of them inside their first batch at the same moment: the race
+    is certain, not left to how fast each interpreter starts.
+    """
 
     def __init__(self, uri: str):
-        self.uri, self.most = uri, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.conn = psycopg.connect(uri, autocommit=True)
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (periods.PERIOD_LOCK,))
+        self.most_waiting = 0
 
-    def _sample(self) -> None:
-        with psycopg.connect(self.uri, autocommit=True) as conn:
-            while not self._stop.is_set():
-                (writing,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                                          " AND backend_xid IS NOT NULL").fetchone()
-                self.most = max(self.most, writing)
-                time.sleep(0.005)
-
-    def __enter__(self) -> "WriterWatch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def open_when_waiting(self, writers: dict[str, subprocess.Popen], while_waiting, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.conn.info.dsn, autocommit=True) as watcher:
+            while self.most_waiting < len(writers) and time.monotonic() < deadline:
+                for name, process in writers.items():
+                    assert process.poll() is None, (name, process.communicate())
+                (waiting,) = watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                             " AND mode = 'ShareLock' AND NOT granted").fetchone()
+                self.most_waiting = max(self.most_waiting, waiting)
+                while_waiting()
+        self.conn.execute("COMMIT")
+        self.conn.close()
 
 
 def _summary(code: int, out: str, err: str) -> dict:
@@ -162,15 +165,20 @@ def test_racing_ingests_of_the_same_and_overlapping_files_count_each_event_once_
     }
     paths = {name: write_ndjson(tmp_path / f"{name}.ndjson", body) for name, body in inputs.items()}
     readings = []
-    with WriterWatch(tcp_ledger) as watch:
-        # One writer holds one transaction for its whole run (a user's USAGEBOX_COMMIT_LINES), so it also
-        # locks rollup cells across batches; the others commit every batch, as PostgreSQL does by default.
-        writers = {name: _start(tcp_ledger, "ingest", str(path), "--json",
-                                env={"USAGEBOX_COMMIT_LINES": "100000"} if name == "all_b" else None)
-                   for name, path in paths.items()}
-        while any(process.poll() is None for process in writers.values()):
-            readings.append(("verify",) + _run(tcp_ledger, "verify", "--period", "2026-06", "--json"))
-            readings.append(("usage",) + _run(tcp_ledger, "usage", "acct_0", "--period", "2026-06", "--json"))
+    gate = StartingGate(tcp_ledger)
+    # One writer holds one transaction for its whole run (a user's USAGEBOX_COMMIT_LINES), so it also
+    # locks rollup cells across batches; the others commit every batch, as PostgreSQL does by default.
+    writers = {name: _start(tcp_ledger, "ingest", str(path), "--json",
+                            env={"USAGEBOX_COMMIT_LINES": "100000"} if name == "all_b" else None)
+               for name, path in paths.items()}
+
+    def read() -> None:
+        readings.append(("verify",) + _run(tcp_ledger, "verify", "--period", "2026-06", "--json"))
+        readings.append(("usage",) + _run(tcp_ledger, "usage", "acct_0", "--period", "2026-06", "--json"))
+
+    gate.open_when_waiting(writers, while_waiting=read)  # readers are not held up by a close's lock
+    while any(process.poll() is None for process in writers.values()):
+        read()
     summaries = {name: _summary(*_finish(process)) for name, process in writers.items()}
     for name, summary in summaries.items():
         assert writers[name].returncode == 0, (name, summary)
@@ -182,7 +190,7 @@ def test_racing_ingests_of_the_same_and_overlapping_files_count_each_event_once_
     assert _stored(tcp_ledger) == _expected(events)
     code, verified, _ = _run(tcp_ledger, "verify", "--period", "2026-06", "--json")
     assert code == 0 and verified["ok"] and verified["raw_count"] == len(events)
-    assert watch.most >= 2, "the ingests never wrote at the same time: no race was exercised"
+    assert gate.most_waiting == len(writers), "the ingests never queued together: no race was exercised"
 
 
 # -- one race made certain: a holder keeps rows uncommitted until an ingest waits for them -------------

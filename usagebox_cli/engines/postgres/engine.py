@@ -158,13 +158,25 @@ class PostgresEngine(Engine):
         table changed), but up to a minute later, while a dashboard is already
         reading.  ANALYZE samples a bounded number of rows (0.5 s here for
         200,000 events in all four tables) and blocks no reader or writer.
+
+        It runs as ``VACUUM (ANALYZE)``: the vacuum marks the new pages
+        all-visible, so raw reads become index-only scans of m004's covering
+        index instead of fetching each event's row.  Measured right after a
+        1,000,000-event ingest: one account's month read raw in process 45 ms
+        analysed, 11 ms vacuumed too (the rollup read 2.4 -> 1.5 ms), for 1.2 s
+        of VACUUM (ANALYZE); 0.48 s at 200,000 events, what ANALYZE alone took.
+        ``TRUNCATE false``: the one step of a vacuum that takes a lock
+        concurrent inserts would wait on (cutting empty pages off a table's
+        end) is skipped.  VACUUM cannot run inside a transaction, so an ingest
+        that ends inside one is only analysed.
         """
         if stored < STATISTICS_MIN_EVENTS:
             return
         (known,) = self._one("SELECT reltuples FROM pg_class WHERE oid = 'usagebox.events'::regclass")
         if known > 0 and stored * 10 < known:
             return
-        self.conn.execute("ANALYZE usagebox.series, usagebox.events, usagebox.rollup_hourly, usagebox.rollup_daily")
+        command = "VACUUM (ANALYZE, TRUNCATE false)" if self._idle() else "ANALYZE"
+        self.conn.execute(f"{command} usagebox.series, usagebox.events, usagebox.rollup_hourly, usagebox.rollup_daily")
 
     def write_failure(self, exc: BaseException) -> Optional[Exception]:
         sqlstate = getattr(exc, "sqlstate", None)
