@@ -61,6 +61,9 @@ SCHEMA_BY_STEP = {
         "index": {"events_series_time_quantity"},
         "dropped index": {"events_series_time"},
     },
+    "m007_base_series_per_account": {
+        "index": {"series_base_account"},
+    },
 }
 
 

@@ -217,15 +217,17 @@ class Engine(ABC):
                           extremes: bool = True) -> list[Partial]:
         """Partials of raw events per fragment: rows (fragment index, id, sum, count, min, max)."""
 
-    def shifted_hour_partials(self, ids: list[int], hour_ranges: list[tuple[int, int]], phase_us: int,
-                              base: bool, extremes: bool = True) -> list[Partial]:
+    def shifted_hour_partials(self, ids: Optional[list[int]], hour_ranges: list[tuple[int, int]], phase_us: int,
+                              base: bool, selection: Optional[SeriesSelection] = None,
+                              extremes: bool = True) -> list[Partial]:
         """Partials of raw events in the hours ``[h0, h1)`` of ``hour_ranges``, per id and *shifted hour*
         ``(ts_us - phase_us) // HOUR_US``: rows (id, shifted hour, sum, count, min, max).
 
         In a zone whose local hours start ``phase_us`` past the UTC hour (India, Nepal), every local
         hour boundary inside a UTC hour is at that phase, so one GROUP BY replaces two fragments per
-        cut hour.  This default asks ``fragment_partials`` for exactly those fragments; an engine may
-        run it as one statement.
+        cut hour.  This default asks ``fragment_partials`` for exactly those fragments (per group key
+        with a ``selection``, which only a ``keys_in_sql`` engine is given); an engine may run it as
+        one statement.
         """
         pieces: list[tuple[int, int]] = []
         shifted: list[int] = []
@@ -235,7 +237,9 @@ class Engine(ABC):
                 pieces += [(start, cut), (cut, end)]
                 shifted += [hour - 1, hour]
         merged: dict[tuple[int, int], list] = {}
-        for index, row_id, total, count, low, high in self.fragment_partials(ids, pieces, base, extremes=extremes):
+        grouped = {} if selection is None else {"selection": selection}
+        for index, row_id, total, count, low, high in self.fragment_partials(ids, pieces, base, extremes=extremes,
+                                                                             **grouped):
             slot = (row_id, shifted[index])
             found = merged.get(slot)
             if found is None:

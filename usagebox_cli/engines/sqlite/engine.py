@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Optional
 from usagebox_cli.engines.base import Engine, SeriesSelection
 from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
 from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, SERIES_COLUMNS, SQLITE, event_rows_sql, grains
+from usagebox_cli.engines.shared_sql import group_key, id_condition
 from usagebox_cli.engines.shared_sql import extremes as extremes_sql
 from usagebox_cli.engines.sqlite import accounts as _accounts
 from usagebox_cli.engines.sqlite import ledger_copy as _ledger_copy
@@ -26,7 +27,7 @@ from usagebox_cli.engines.sqlite.sums import exact_sum, run_exact
 from usagebox_cli.engines.sqlite.writer import SeriesWriter
 from usagebox_cli.errors import CannotRun, Refused
 from usagebox_cli.events import Event
-from usagebox_cli.fields import CORRECTION, KIND_NAMES, RETRACTION
+from usagebox_cli.fields import CORRECTION, RETRACTION
 from usagebox_cli.timefmt import HOUR_US
 
 
@@ -37,63 +38,6 @@ _HOURLY, _DAILY = grains(SQLITE)
 def _fetch(conn: sqlite3.Connection, sql: str, params, at: int) -> list:
     """Run an aggregate whose quantity is an ``exact_sum`` at column ``at``."""
     return run_exact(conn, sql, params, at)
-
-
-_KIND_NAME = "CASE {t}.kind " + " ".join(f"WHEN {code} THEN '{name}'" for code, name in enumerate(KIND_NAMES)) + " END"
-_FIRST_CLASS = ("account_id", "meter_id", "model_id", "product_id", "unit")
-
-
-def _series_value(key: str, table: str, params: dict) -> str:
-    """SQL for a series' value of a grouping or filter key, as ``ops.planner.Series.value`` gives it."""
-    if key == "kind":
-        return _KIND_NAME.format(t=table)
-    if key in _FIRST_CLASS:
-        return f"{table}.{key}"
-    # Stored dimensions are canonical JSON objects of strings; the path is a parameter (a key may hold '.' or '-').
-    name = f"path{len(params)}"
-    params[name] = '$."' + key + '"'
-    return f"json_extract({table}.dimensions, :{name})"
-
-
-def _group_key(keys: tuple[str, ...], table: str, params: dict) -> str:
-    """A series' group key as one JSON array text (``[]`` without keys), named after the keys.
-
-    The name is what an error about the column says (damaged text in a ledger
-    file: "Could not decode to UTF-8 column 'account_id'"); keys are field
-    names or dimension keys (letters, digits, ``_ . -``).
-    """
-    values = ", ".join(_series_value(key, table, params) for key in keys)
-    name = (", ".join(keys) or "group").replace('"', '""')  # quoted whatever a caller passes
-    return f'json_array({values}) AS "{name}"'
-
-
-def _owned(column: str, ids: Optional[list[int]], selection: Optional[SeriesSelection],
-           scan: bool = True) -> tuple[str, dict]:
-    """The condition that ``column`` is one of a partials statement's ids, and its parameters.
-
-    With ``scan``, a selection of every series is no condition at all: a scan
-    of the table, where an id list of every series costs a lookup per id
-    (measured: org-wide on 1M events, 246 ms against 461 ms).  A statement
-    over short spans (fragments) keeps the ids, which make each span an index
-    range per series instead of a scan per span.
-    """
-    if selection is None:
-        return f"{column} IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(ids)}
-    params: dict = {}
-    conditions = []
-    if selection.base:
-        conditions.append("o.base_id = o.series_id")
-    if selection.accounts is not None:
-        params["accounts"] = json.dumps(list(selection.accounts))
-        conditions.append("o.account_id IN (SELECT value FROM json_each(:accounts))")
-    for number, (key, values) in enumerate(selection.filters):
-        params[f"values{number}"] = json.dumps(sorted(values))
-        conditions.append(f"{_series_value(key, 'o', params)} IN (SELECT value FROM json_each(:values{number}))")
-    if selection.accounts is None and not selection.filters:
-        if scan:
-            return "1", params  # every series, or with ``base`` every base series: each row's id is one
-        conditions.append("1")
-    return f"{column} IN (SELECT o.series_id FROM series o WHERE {' AND '.join(conditions)})", params
 
 
 INTEGER_LIMIT = 2**63 - 1  # SQLite's INTEGER column, in millionths
@@ -308,7 +252,7 @@ class SQLiteEngine(Engine):
 
     def rollup_days(self, ids: Optional[list[int]], first_day: int, last_day: int, by_day: bool,
                     selection: Optional[SeriesSelection] = None, extremes: bool = True) -> list[tuple]:
-        owned, params = _owned("base_id", ids, selection)
+        owned, params = id_condition(SQLITE, "base_id", ids, selection)
         sql = (
             f"SELECT base_id, {'day' if by_day else 'NULL'}, {exact_sum('quantity')}, sum(event_count),"
             f" {extremes_sql('min_quantity', 'max_quantity', extremes)} FROM rollup_daily"
@@ -325,7 +269,7 @@ class SQLiteEngine(Engine):
             hourly_id = raw_id = "s.base_id"
         else:
             hourly, raw, hourly_id, raw_id = "rollup_hourly r", "events e", "r.series_id", "e.series_id"
-        owned, params = _owned(hourly_id if source == "rollup" else raw_id, ids, selection)
+        owned, params = id_condition(SQLITE, hourly_id if source == "rollup" else raw_id, ids, selection)
         if source == "rollup":
             hour = "r.hour"
             sql = (
@@ -379,9 +323,9 @@ class SQLiteEngine(Engine):
                    scan: bool = True) -> tuple[str, str, str, dict]:
         """Raw events of the ids (base series ids with ``base``): FROM source, WHERE condition, id column, parameters."""
         if base:
-            owned, params = _owned("s.base_id", ids, selection, scan)
+            owned, params = id_condition(SQLITE, "s.base_id", ids, selection, scan)
             return "series s CROSS JOIN events e", f"{owned} AND e.series_id = s.series_id", "s.base_id", params
-        owned, params = _owned("e.series_id", ids, selection, scan)
+        owned, params = id_condition(SQLITE, "e.series_id", ids, selection, scan)
         return "events e", owned, "e.series_id", params
 
     def _partials(self, sql: str, params: dict, id_at: int, selection: Optional[SeriesSelection]) -> list[tuple]:
@@ -393,7 +337,7 @@ class SQLiteEngine(Engine):
         if selection is None:
             return _fetch(self, sql, params, 2)
         other = 1 - id_at
-        key = _group_key(selection.keys, "g", params)
+        key = group_key(SQLITE, selection.keys, "g", params)
         sql = (
             f"WITH per_id(c0, c1, high, low, n, lo, hi) AS ({sql})"
             f" SELECT {key + ', p.c1' if id_at == 0 else 'p.c0, ' + key}, sum(p.high), sum(p.low), sum(p.n), min(p.lo), max(p.hi)"

@@ -372,6 +372,23 @@ def m006_covering_series_time(conn: sqlite3.Connection) -> None:
     )
 
 
+
+@migration
+def m007_base_series_per_account(conn: sqlite3.Connection) -> None:
+    """A read finds an account's base series without reading its other series.
+
+    A read that merges series into their base series (every key a
+    first-class field) selects ``base_id = series_id`` among an account's
+    series; an account holds a base series per meter and model and one
+    more series per set of dimensions (the standard file: 9 base series of
+    about 1,060 per account).  This partial index holds the base series
+    alone, so the selection reads 9 entries instead of filtering 1,060 rows
+    (one account's month from the daily rollup, in process: about 0.6 ms to
+    0.35 ms).  It is small (one entry per base series) and costs an insert
+    only when a new base series is stored.
+    """
+    run_script(conn, "CREATE INDEX series_base_account ON series(account_id) WHERE base_id = series_id;")
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
 
