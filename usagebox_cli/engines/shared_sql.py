@@ -79,7 +79,7 @@ def group_key(dialect: Dialect, keys: tuple[str, ...], table: str, params: dict)
 
 
 def id_condition(dialect: Dialect, column: str, ids: Optional[list[int]], selection: Optional[SeriesSelection],
-          scan: bool = True) -> tuple[str, dict]:
+                 scan: bool = True, series_alias: Optional[str] = None) -> tuple[str, dict]:
     """The condition that ``column`` is one of a partials statement's ids, and its parameters.
 
     ``ids`` are the planner's; a ``selection`` (``Engine.keys_in_sql``) is a
@@ -89,24 +89,36 @@ def id_condition(dialect: Dialect, column: str, ids: Optional[list[int]], select
     events, 246 ms against 461 ms).  A statement over short spans
     (fragments) keeps the ids, which make each span an index range per
     series instead of a scan per span.
+
+    ``series_alias`` names the series row whose ``base_id`` is ``column``
+    (``s`` in ``s.base_id``).  A series has its base series' first-class
+    fields, and a base selection filters on nothing else, so the selection
+    is then a condition on that row's own fields, not a subquery of base
+    ids: PostgreSQL estimated that semi-join at a handful of rows and sorted
+    a month's events to group them (1M events, one account's month raw in
+    process: 19.5 ms, against 12 ms this way).
     """
     if selection is None:
         return dialect.member.format(column=column, param=dialect.param("ids")), {"ids": dialect.bind_list(ids)}
+    direct = selection.base and series_alias is not None
+    table = series_alias if direct else "o"
     params: dict = {}
     conditions = []
-    if selection.base:
+    if selection.base and not direct:
         conditions.append("o.base_id = o.series_id")
     if selection.accounts is not None:
         params["accounts"] = dialect.bind_list(selection.accounts)
-        conditions.append(dialect.member.format(column="o.account_id", param=dialect.param("accounts")))
+        conditions.append(dialect.member.format(column=f"{table}.account_id", param=dialect.param("accounts")))
     for number, (key, values) in enumerate(selection.filters):
         params[f"values{number}"] = dialect.bind_list(sorted(values))
-        conditions.append(dialect.member.format(column=series_value(dialect, key, "o", params),
+        conditions.append(dialect.member.format(column=series_value(dialect, key, table, params),
                                                 param=dialect.param(f"values{number}")))
     if selection.accounts is None and not selection.filters:
-        if scan:
+        if scan or direct:
             return "1 = 1", params  # every series, or with ``base`` every base series: each row's id is one
         conditions.append("1 = 1")
+    if direct:
+        return " AND ".join(conditions), params
     return f"{column} IN (SELECT o.series_id FROM {dialect.schema}series o WHERE {' AND '.join(conditions)})", params
 
 
