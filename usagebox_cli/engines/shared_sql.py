@@ -96,7 +96,10 @@ def id_condition(dialect: Dialect, column: str, ids: Optional[list[int]], select
     is then a condition on that row's own fields, not a subquery of base
     ids: PostgreSQL estimated that semi-join at a handful of rows and sorted
     a month's events to group them (1M events, one account's month raw in
-    process: 19.5 ms, against 12 ms this way).
+    process: 19.5 ms, against 13 ms this way).  SQLite is not given it: the
+    subquery has it walk the base ids in order, so its GROUP BY base_id
+    needs no sort, where through the account's index it sorted the month's
+    20,000 events in a temporary B-tree (5.9 ms against 13-16 ms).
     """
     if selection is None:
         return dialect.member.format(column=column, param=dialect.param("ids")), {"ids": dialect.bind_list(ids)}

@@ -269,8 +269,7 @@ class SQLiteEngine(Engine):
             hourly_id = raw_id = "s.base_id"
         else:
             hourly, raw, hourly_id, raw_id = "rollup_hourly r", "events e", "r.series_id", "e.series_id"
-        owned, params = id_condition(SQLITE, hourly_id if source == "rollup" else raw_id, ids, selection,
-                                     series_alias="s" if base else None)
+        owned, params = id_condition(SQLITE, hourly_id if source == "rollup" else raw_id, ids, selection)
         if source == "rollup":
             hour = "r.hour"
             sql = (
@@ -324,7 +323,7 @@ class SQLiteEngine(Engine):
                    scan: bool = True) -> tuple[str, str, str, dict]:
         """Raw events of the ids (base series ids with ``base``): FROM source, WHERE condition, id column, parameters."""
         if base:
-            owned, params = id_condition(SQLITE, "s.base_id", ids, selection, scan, series_alias="s")
+            owned, params = id_condition(SQLITE, "s.base_id", ids, selection, scan)
             return "series s CROSS JOIN events e", f"{owned} AND e.series_id = s.series_id", "s.base_id", params
         owned, params = id_condition(SQLITE, "e.series_id", ids, selection, scan)
         return "events e", owned, "e.series_id", params
