@@ -40,7 +40,7 @@ class Dialect:
 SQLITE = Dialect("", ":{}", "IS NOT", "{column} IN (SELECT value FROM json_each({param}))", True,
                  "json_extract({table}.dimensions, {param})", True, "json_array({})")
 POSTGRES = Dialect("usagebox.", "%({})s", "IS DISTINCT FROM", "{column} = ANY({param})", False,
-                   "({table}.dimensions::jsonb ->> {param})", False, "json_build_array({})::text")
+                   "({table}.dimensions::json ->> {param})", False, "(json_build_array({})::text COLLATE \"C\")")
 
 # An event as ``Event`` holds it; ``e`` is events, ``s`` its series.
 EVENT_COLUMNS = (
