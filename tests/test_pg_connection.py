@@ -72,6 +72,22 @@ def test_a_missing_driver_says_which_extra_to_install(monkeypatch):
     assert caught.value.exit_code == 2
 
 
+def test_a_server_older_than_12_is_refused_in_one_line(cluster, monkeypatch):
+    db = cluster.conninfo(cluster.database())
+    real = psycopg.connect
+    closed = []
+
+    def old_server(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        info = type("Info", (), {"server_version": 110022})()
+        return type("Old", (), {"info": info, "close": lambda self: (closed.append(True), conn.close())})()
+
+    monkeypatch.setattr(psycopg, "connect", old_server)
+    with pytest.raises(CannotRun, match="is version 11; usagebox needs 12 or newer") as raised:
+        connection.connect(db)
+    assert "\n" not in str(raised.value) and closed == [True]
+
+
 def test_a_port_nobody_listens_on_is_unreachable():
     with pytest.raises(CannotRun) as caught:
         connection.connect("postgresql://meter:hunter2@127.0.0.1:1/ledger")

@@ -57,6 +57,11 @@ def redact(db: str) -> str:
     return _KEYWORD_PASSWORD.sub(r"\1***", text)
 
 
+# The oldest server the engine's statements run on: reads use ``WITH … AS MATERIALIZED`` and a large
+# ingest ``VACUUM (…, TRUNCATE false)``, both new in PostgreSQL 12 (tested on 15).
+MIN_SERVER_VERSION = 120000
+
+
 def import_driver():
     try:
         import psycopg
@@ -77,6 +82,11 @@ def connect(db: str):
     except psycopg.ProgrammingError as exc:  # a malformed conninfo string
         detail = str(exc).splitlines()[0] if str(exc) else "malformed"
         raise CannotRun(f"--db {label} is not a valid PostgreSQL connection string ({redact(detail)})") from None
+    if conn.info.server_version < MIN_SERVER_VERSION:
+        version = conn.info.server_version
+        conn.close()
+        raise CannotRun(f"PostgreSQL at {label} is version {version // 10000}; usagebox needs 12 or newer",
+                        hint="upgrade the server, or use a SQLite file (--db ledger.db)")
     # Lists (every ``= ANY(%s)`` and ``unnest(%s::text[])`` of a batch) go in PostgreSQL's binary array
     # format: the text format quotes each element through a regular expression, which was half the
     # client's time in an ingest (measured: 9 of 17 s for 20,000 events).
