@@ -333,7 +333,7 @@ class PostgresEngine(Engine):
     # and an outer GROUP BY adds its rows up per key, so a read is one statement (one round trip)
     # instead of a series lookup and then the partials, and neither the series nor one row per series
     # and time unit crosses into Python.  Measured in process on 200,000 events, one account's month by
-    # model from the rollups: 1.46 ms as two statements, see benchmarks/README.md for after.
+    # model from the rollups: 1.4 ms as two statements, 1.0 ms as one (benchmarks/README.md).
     keys_in_sql = True
 
     def rollup_days(self, ids: Optional[list[int]], first_day: int, last_day: int, by_day: bool,
@@ -379,13 +379,7 @@ class PostgresEngine(Engine):
 
     def fragment_partials(self, ids: Optional[list[int]], spans: list[tuple[int, int]], base: bool,
                           selection: Optional[SeriesSelection] = None, extremes: bool = True) -> list[tuple]:
-        if base:
-            owned, params = id_condition(POSTGRES, "s.base_id", ids, selection, scan=False, series_alias="s")
-            source = f"JOIN usagebox.series s ON {owned} JOIN usagebox.events e ON e.series_id = s.series_id"
-            raw_id = "s.base_id"
-        else:
-            owned, params = id_condition(POSTGRES, "e.series_id", ids, selection, scan=False)
-            source, raw_id = f"JOIN usagebox.events e ON {owned}", "e.series_id"
+        source, raw_id, params = self._raw_joins(base, ids, selection, scan=False)
         sql = (
             f"SELECT f.n - 1, {raw_id}, sum(e.quantity), count(*), {extremes_sql('e.quantity', 'e.quantity', extremes)}"
             " FROM unnest(%(starts)s::bigint[], %(ends)s::bigint[]) WITH ORDINALITY AS f(t0, t1, n)"
@@ -400,14 +394,8 @@ class PostgresEngine(Engine):
                               extremes: bool = True) -> list[tuple]:
         # One GROUP BY per shifted hour, as on SQLite, where the base class's default asks for two
         # fragments per cut hour: one account's month in Asia/Kolkata on 200,000 events, in process,
-        # 460 ms as 1,440 fragments, see benchmarks/README.md for after.
-        if base:
-            owned, params = id_condition(POSTGRES, "s.base_id", ids, selection, series_alias="s")
-            source = f"JOIN usagebox.series s ON {owned} JOIN usagebox.events e ON e.series_id = s.series_id"
-            raw_id = "s.base_id"
-        else:
-            owned, params = id_condition(POSTGRES, "e.series_id", ids, selection)
-            source, raw_id = f"JOIN usagebox.events e ON {owned}", "e.series_id"
+        # 346 ms as 1,440 fragments, 36 ms this way (benchmarks/README.md).
+        source, raw_id, params = self._raw_joins(base, ids, selection)
         # + HOUR_US - 1 keeps the dividend positive (integer division truncates toward zero) for ts_us < phase.
         shifted = f"(e.ts_us - %(phase)s + {HOUR_US}) / {HOUR_US} - 1"
         sql = (
@@ -418,6 +406,18 @@ class PostgresEngine(Engine):
         )
         params.update(firsts=[h0 for h0, _ in hour_ranges], lasts=[h1 for _, h1 in hour_ranges], phase=phase_us)
         return self._partials(sql, params, 0, selection, True)
+
+    @staticmethod
+    def _raw_joins(base: bool, ids: Optional[list[int]], selection: Optional[SeriesSelection],
+                   scan: bool = True) -> tuple[str, str, dict]:
+        """Raw events of the ids (base series ids with ``base``), joined to a row source whose
+        statement ends its ON with the time condition: the JOINs, the id column, parameters."""
+        if base:
+            owned, params = id_condition(POSTGRES, "s.base_id", ids, selection, scan, series_alias="s")
+            return (f"JOIN usagebox.series s ON {owned} JOIN usagebox.events e ON e.series_id = s.series_id",
+                    "s.base_id", params)
+        owned, params = id_condition(POSTGRES, "e.series_id", ids, selection, scan)
+        return f"JOIN usagebox.events e ON {owned}", "e.series_id", params
 
     def _partials(self, sql: str, params: dict, id_at: int, selection: Optional[SeriesSelection],
                   per_unit: bool) -> list[tuple]:

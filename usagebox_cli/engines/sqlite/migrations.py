@@ -372,7 +372,6 @@ def m006_covering_series_time(conn: sqlite3.Connection) -> None:
     )
 
 
-
 @migration
 def m007_base_series_per_account(conn: sqlite3.Connection) -> None:
     """A read finds an account's base series without reading its other series.
@@ -388,6 +387,7 @@ def m007_base_series_per_account(conn: sqlite3.Connection) -> None:
     only when a new base series is stored.
     """
     run_script(conn, "CREATE INDEX series_base_account ON series(account_id) WHERE base_id = series_id;")
+
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the newest schema; refuse foreign or newer files."""
