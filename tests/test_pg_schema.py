@@ -70,10 +70,12 @@ def test_migrating_an_empty_database_creates_exactly_the_ledger(conn):
                         "conflicts_no_truncate", "periods_immutable", "periods_no_truncate",
                         "period_books_immutable", "period_books_no_truncate",
                         "period_lines_immutable", "period_lines_no_truncate",
-                        "series_kept", "series_no_truncate", "segments_kept", "segments_no_truncate"}
-    # The events' references are checked per statement by the rollup trigger (m003), not by foreign keys.
-    assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'usagebox.events'::regclass"
-                        " AND contype = 'f'").fetchone() == (0,)
+                        "series_kept", "series_no_truncate", "segments_kept", "segments_no_truncate",
+                        "series_bases_inserted", "series_bases_updated"}
+    # The references are checked per statement, not by foreign keys: the events' by the rollup trigger
+    # (m003), a series' base by its own (m007).
+    assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conrelid IN ('usagebox.events'::regclass,"
+                        " 'usagebox.series'::regclass) AND contype = 'f'").fetchone() == (0,)
     columns = [row[0] for row in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'usagebox'"
         " AND table_name = 'usage_events' ORDER BY ordinal_position")]
@@ -190,6 +192,29 @@ def test_an_event_naming_no_stored_series_or_segment_is_refused(conn, wrong):
     assert conn.execute("SELECT count(*) FROM usagebox.rollup_hourly").fetchone() == (0,)
 
 
+@pytest.mark.parametrize("how", ["insert", "update"])
+def test_a_series_naming_no_stored_base_is_refused(conn, how):
+    # What the foreign key refused, the statement trigger refuses (m007): also when the statement's
+    # other rows are right, and the statement leaves nothing behind.
+    _, series = _seed(conn)
+    conn.commit()
+    missing = series + 1000
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="base series that is not stored"):
+        if how == "insert":
+            conn.execute("INSERT INTO usagebox.series (identity, account_id, meter_id, kind, base_id)"
+                         " VALUES ('[\"a\",\"m\",1]', 'a', 'm', 0, %s), ('[\"a\",\"m\",2]', 'a', 'm', 0, %s)",
+                         (series, missing))
+        else:
+            conn.execute("UPDATE usagebox.series SET base_id = %s", (missing,))
+    conn.rollback()
+    assert conn.execute("SELECT series_id, base_id FROM usagebox.series").fetchall() == [(series, series)]
+    # A base made in the same statement as the series that names it is stored by the statement's end.
+    conn.execute("INSERT INTO usagebox.series (series_id, identity, account_id, meter_id, kind, base_id)"
+                 " VALUES (%s, 'b', 'b', 'm', 0, %s), (%s, 'c', 'b', 'm', 0, %s)",
+                 (missing, missing, missing + 1, missing))
+    assert conn.execute("SELECT count(*) FROM usagebox.series").fetchone() == (3,)
+
+
 @pytest.mark.parametrize("statement", [
     "DELETE FROM usagebox.series",
     "UPDATE usagebox.series SET series_id = series_id + 100",
@@ -261,6 +286,8 @@ def test_a_ledger_of_an_older_schema_upgrades_with_its_events(conninfo, tmp_path
     with psycopg.connect(conninfo) as conn:
         assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'usagebox.events'::regclass"
                             " AND contype = 'f'").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'usagebox.series'::regclass"
+                            " AND contype = 'f'").fetchone() == (1,)
     monkeypatch.setattr(migrations, "MIGRATIONS", every_step)
     second = write_ndjson(tmp_path / "b.ndjson", [event(n, dimensions={"region": f"r{n % 3}"}) for n in range(21, 41)] + [event(n, dimensions={"region": f"r{n % 2}"}) for n in range(15, 21)])
     engine = open_engine(conninfo)
@@ -271,6 +298,8 @@ def test_a_ledger_of_an_older_schema_upgrades_with_its_events(conninfo, tmp_path
         engine.close()
     with psycopg.connect(conninfo) as conn:
         assert [row[0] for row in conn.execute("SELECT name FROM usagebox.migrations")] == [n for n, _ in every_step]
+        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'usagebox.series'::regclass"
+                            " AND contype = 'f'").fetchone() == (0,)
         events = conn.execute("SELECT count(*), sum(quantity) FROM usagebox.events").fetchone()
         assert events[0] == 40
         for tier in ("rollup_hourly", "rollup_daily"):
