@@ -14,8 +14,9 @@ server itself, whoever writes:
 - quantities are BIGINT millionths: PostgreSQL raises on overflow instead of
   rounding, so a total is exact or an error;
 - every event names a stored series, base series and segment: checked once
-  per statement by the rollup trigger (m003; row-level foreign keys before),
-  and series and segments are never deleted, truncated or renumbered.
+  per statement by the rollup trigger (m003; row-level foreign keys before);
+  every series' base is a stored series, checked once per statement too
+  (m007); series and segments are never deleted, truncated or renumbered.
 
 Everything lives in the schema ``usagebox``.  Each step is SQL text,
 registered in order; the names of applied steps are recorded in
