@@ -215,6 +215,43 @@ def test_a_series_naming_no_stored_base_is_refused(conn, how):
     assert conn.execute("SELECT count(*) FROM usagebox.series").fetchone() == (3,)
 
 
+def test_a_series_copied_with_a_missing_base_is_refused_and_the_error_names_it(conn):
+    # COPY is how `usagebox copy` loads series; statement triggers see its rows as a transition table.
+    _, series = _seed(conn)
+    conn.commit()
+    missing = series + 1000
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="base series that is not stored") as refused:
+        with conn.cursor().copy("COPY usagebox.series (identity, account_id, meter_id, kind, base_id) FROM STDIN") as copy:
+            copy.write_row(("x1", "a", "m", 0, series))
+            copy.write_row(("x2", "a", "m", 0, missing))
+    assert refused.value.diag.message_detail == f"Key (base_id)=({missing}) is not stored."
+    assert (refused.value.diag.schema_name, refused.value.diag.table_name) == ("usagebox", "series")
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM usagebox.series").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("table", ["series", "events"])
+def test_a_session_s_own_functions_cannot_stand_in_for_the_reference_checks(conn, table):
+    # An exact-type cardinality(bigint[]) earlier on the search_path wins over pg_catalog's
+    # polymorphic one for unqualified calls; the checking functions run with a fixed search_path.
+    segment, series = _seed(conn)
+    conn.execute("CREATE SCHEMA shadow")
+    conn.execute("CREATE FUNCTION shadow.cardinality(ids bigint[]) RETURNS bigint LANGUAGE sql AS"
+                 " $$ SELECT count(*) FROM usagebox.series WHERE series_id = ANY (ids) $$")
+    conn.execute("SET search_path = shadow, public")
+    conn.commit()
+    missing = series + 1000
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="not stored"):
+        if table == "series":
+            conn.execute("INSERT INTO usagebox.series (identity, account_id, meter_id, kind, base_id)"
+                         " VALUES ('x', 'a', 'm', 0, %s)", (missing,))
+        else:
+            conn.execute("INSERT INTO usagebox.events (event_id, series_id, base_id, quantity, ts_us, kind,"
+                         " segment_id, line, ingested_us) VALUES ('e', %s, %s, 1, 1, 0, %s, 1, 0)",
+                         (missing, series, segment))
+    conn.rollback()
+
+
 @pytest.mark.parametrize("statement", [
     "DELETE FROM usagebox.series",
     "UPDATE usagebox.series SET series_id = series_id + 100",

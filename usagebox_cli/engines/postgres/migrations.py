@@ -423,19 +423,28 @@ CREATE INDEX series_base_account ON usagebox.series (account_id) WHERE base_id =
 # a row trigger per inserted series.  One statement inserting 32,574 series (the standard file's
 # first 50,000 events make 33,024), server time by EXPLAIN ANALYZE, median of 3, with the writer's
 # sequence looked up once: 1.40 s with the key, 1.02 s with this check.  The rule is the key's:
-# every base_id names a stored series, on insert and on update; series are never deleted or
-# renumbered (m003), so a reference that held stays held.
+# every base_id names a stored series, on insert (COPY included) and on update; series are never
+# deleted or renumbered (m003), so a reference that held stays held.  Both checking functions run
+# with a fixed search_path: a schema of the session's own earlier on it could otherwise put a
+# function of its own in place of count() or cardinality() and let a dangling reference through
+# (events_rollup, m005's, had that gap); ONLY, as a foreign key reads, so a table inheriting from
+# series cannot stand in for it.  The error names the first missing id, as the key's did.
 migration("m007_series_bases_per_statement", r"""
 ALTER TABLE usagebox.series DROP CONSTRAINT series_base_id_fkey;
 
-CREATE FUNCTION usagebox.series_bases_stored() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION usagebox.series_bases_stored() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     base_ids bigint[] := ARRAY(SELECT DISTINCT base_id FROM changed WHERE base_id IS NOT NULL);
+    missing bigint;
 BEGIN
     -- series_id is the primary key: as many rows found as ids asked for means every one is stored.
-    IF (SELECT count(*) FROM usagebox.series s WHERE s.series_id = ANY (base_ids)) <> cardinality(base_ids) THEN
+    IF (SELECT count(*) FROM ONLY usagebox.series s WHERE s.series_id = ANY (base_ids)) <> cardinality(base_ids) THEN
+        SELECT min(id) INTO missing FROM unnest(base_ids) AS id
+            WHERE NOT EXISTS (SELECT 1 FROM ONLY usagebox.series s WHERE s.series_id = id);
         RAISE EXCEPTION 'a series names a base series that is not stored'
-            USING ERRCODE = 'foreign_key_violation';
+            USING ERRCODE = 'foreign_key_violation', SCHEMA = 'usagebox', TABLE = 'series',
+                  DETAIL = format('Key (base_id)=(%s) is not stored.', missing);
     END IF;
     RETURN NULL;
 END $$;
@@ -444,4 +453,6 @@ CREATE TRIGGER series_bases_inserted AFTER INSERT ON usagebox.series REFERENCING
     FOR EACH STATEMENT EXECUTE FUNCTION usagebox.series_bases_stored();
 CREATE TRIGGER series_bases_updated AFTER UPDATE ON usagebox.series REFERENCING NEW TABLE AS changed
     FOR EACH STATEMENT EXECUTE FUNCTION usagebox.series_bases_stored();
+
+ALTER FUNCTION usagebox.events_rollup() SET search_path = pg_catalog, pg_temp;
 """)

@@ -206,7 +206,7 @@ _SERIES_INSERT = f"""
 INSERT INTO usagebox.series (series_id, identity, account_id, meter_id, model_id, product_id, unit, kind, dimensions,
                              base_id)
 SELECT v.id, v.identity, v.account_id, v.meter_id, v.model_id, v.product_id, v.unit, v.kind, v.dimensions, {{base_id}}
-FROM (SELECT nextval((SELECT pg_get_serial_sequence('usagebox.series', 'series_id'))::regclass) AS id, st.*
+FROM (SELECT nextval((SELECT pg_get_serial_sequence('usagebox.series', 'series_id')::regclass)) AS id, st.*
       FROM (SELECT * FROM {_SERIES_STAGE} WHERE {{which}} is_base ORDER BY n) st) v
 ORDER BY v.n
 ON CONFLICT (identity) DO NOTHING
