@@ -4,8 +4,8 @@ Both engines keep the same tables and columns (PostgreSQL's in the
 ``usagebox`` schema), so the statements that read them are the same but for
 three things, which ``Dialect`` names: the table prefix, how a named
 parameter is written, and the null-safe "differs" operator.  Here: the event
-column lists, the rollup tiers (``Grain``), and verify's comparison of a tier
-against the raw events (``drift_sql``).
+column lists, the rollup tiers (``Grain``), verify's comparison of a tier
+against the raw events (``drift_sql``) and its search for dangling references.
 """
 
 from __future__ import annotations
@@ -206,3 +206,24 @@ def grains(dialect: Dialect) -> tuple[Grain, Grain]:
     """(hourly, daily): the hourly tier keyed by series, the daily one by base series."""
     return (Grain(dialect, "rollup_hourly", "series_id", "hour", HOUR_US),
             Grain(dialect, "rollup_daily", "base_id", "day", DAY_US))
+
+
+def dangling_references_sql(dialect: Dialect, events: bool, limit: int) -> str:
+    """Rows ``(where, problem)`` for each reference a foreign key would have refused, found afterwards.
+
+    Neither engine checks the references with foreign keys while it ingests (SQLite turns them off
+    for the run, PostgreSQL checks them once per statement by trigger, m003 and m007), and a
+    trigger can be switched off by the tables' owner, so ``verify`` looks.  The series are few and
+    always read; the events only under ``--full``: a scan of the whole table.
+    """
+    p = dialect.schema
+    found = (f"SELECT 'series ' || s.series_id, 'names base series ' || s.base_id || ', which is not stored'"
+             f" FROM {p}series s WHERE s.base_id IS NOT NULL"
+             f" AND NOT EXISTS (SELECT 1 FROM {p}series b WHERE b.series_id = s.base_id)")
+    if events:
+        found += (f" UNION ALL SELECT 'event ''' || e.event_id || '''', 'names a series, base series or segment that is not stored'"
+                  f" FROM {p}events e"
+                  f" WHERE NOT EXISTS (SELECT 1 FROM {p}series s WHERE s.series_id = e.series_id)"
+                  f" OR (e.base_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {p}series b WHERE b.series_id = e.base_id))"
+                  f" OR NOT EXISTS (SELECT 1 FROM {p}segments g WHERE g.segment_id = e.segment_id)")
+    return f"{found} ORDER BY 1 LIMIT {int(limit)}"

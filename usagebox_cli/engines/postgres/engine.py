@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Optional
 from usagebox_cli.engines.base import BatchRaced, Engine, SeriesSelection
 from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
 from usagebox_cli.engines.postgres import connection, ledger_copy, migrations, writer
-from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, POSTGRES, SERIES_COLUMNS, event_rows_sql, grains
+from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, POSTGRES, SERIES_COLUMNS, dangling_references_sql, event_rows_sql, grains
 from usagebox_cli.engines.shared_sql import extremes as extremes_sql
 from usagebox_cli.engines.shared_sql import group_key, id_condition
 from usagebox_cli.engines.postgres.periods import PERIOD_LOCK, guard_batch
@@ -644,7 +644,8 @@ class PostgresEngine(Engine):
 
     def integrity_problems(self, full: bool, limit: int) -> list[tuple[str, str]]:
         # The server checks pages as it reads them (a damaged one raises XX001, see is_corruption); what is
-        # left to check here is what the schema cannot: that every series' dimensions are valid JSON.
+        # left to check here is what the schema cannot: that every series' dimensions are valid JSON, and
+        # that no reference dangles (the reference checks are triggers, which the tables' owner can switch off).
         import json
 
         problems: list[tuple[str, str]] = []
@@ -656,6 +657,8 @@ class PostgresEngine(Engine):
                 problems.append((f"series {series_id}", "its dimensions are not valid JSON"))
                 if len(problems) >= limit:
                     break
+        if not problems:
+            problems.extend(self.conn.execute(dangling_references_sql(POSTGRES, full, limit)).fetchall())
         return problems
 
     # -- the sandboxed sql -------------------------------------------------------------------------

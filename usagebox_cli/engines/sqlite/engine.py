@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from usagebox_cli.engines.base import Engine, SeriesSelection
 from usagebox_cli.engines.base import FingerprintLookup as FingerprintLookupBase
-from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, SERIES_COLUMNS, SQLITE, event_rows_sql, grains
+from usagebox_cli.engines.shared_sql import EVENT_COLUMNS, SERIES_COLUMNS, SQLITE, dangling_references_sql, event_rows_sql, grains
 from usagebox_cli.engines.shared_sql import group_key, id_condition
 from usagebox_cli.engines.shared_sql import extremes as extremes_sql
 from usagebox_cli.engines.sqlite import accounts as _accounts
@@ -535,6 +535,8 @@ class SQLiteEngine(Engine):
                 f"SELECT series_id FROM series WHERE dimensions IS NOT NULL AND NOT json_valid(dimensions) LIMIT {limit}"
             ):
                 problems.append((f"series {series_id}", "its dimensions are not valid JSON"))
+        if not problems:
+            problems.extend(self.execute(dangling_references_sql(SQLITE, full, limit)).fetchall())
         return problems
 
     # -- the sandboxed sql -------------------------------------------------------------------------
